@@ -1,0 +1,38 @@
+"""Shared fixtures: offline environment, an isolated ECOCOMPRESS_HOME, the tiny local model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.tiny_model import build_tiny_model, data_dir
+
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "GX_ANALYTICS_ENABLED": "false",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+for _k, _v in OFFLINE_ENV.items():
+    os.environ.setdefault(_k, _v)
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    d = data_dir()
+    if not (d / "gsm8k").is_dir():
+        pytest.fail(f"shared benchmark data not found at {d}; set ECOCOMPRESS_DATA_DIR")
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder of a tiny Gemma-3 causal LM with a trained BPE tokenizer (built once)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-lm"))
