@@ -1,0 +1,204 @@
+"""Evaluate one candidate, top to bottom: prune -> quantize -> measure -> evaluate each
+benchmark -> carbon; log it all to one MLflow child run.
+
+A candidate that fails is recorded FAILED with its reason and traceback and the caller
+goes on; an interruption marks the child run FAILED (never FINISHED with partial
+numbers) and propagates.
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from flows.params import RunParams
+from flows.progress import Progress
+from flows.steps import carbon_step, evaluate_step, measure_step, prune_step, quantize_step
+from tasks.artifacts import ModelRef
+from tasks.errors import UserError
+from tasks.specs import CandidateSpec
+
+
+@dataclass
+class RunContext:
+    """What every candidate of one command shares."""
+
+    params: RunParams
+    reference: ModelRef
+    experiment_id: str
+    parent_run_id: str
+    data_hashes: dict[str, str]
+    calib_hash: str
+    intensity_g_per_kwh: float
+    intensity_source: str
+    flow_run_id: str
+    provenance: dict[str, str]
+    progress: Progress
+    executed_steps: list[str] = field(default_factory=list)
+    energy_spent_kwh: float = 0.0
+
+
+def _cached(state: Any) -> bool:
+    return getattr(state, "name", "") == "Cached"
+
+
+def _run(ctx: RunContext, label: str, what: str, step: Any, **kwargs: Any) -> Any:
+    """Run a Prefect task, record whether it was a cache hit, return its result."""
+    ctx.progress.step(label, what)
+    state = step(**kwargs, return_state=True)
+    value = state.result()  # re-raises the task's exception
+    if not _cached(state):
+        ctx.executed_steps.append(f"{label}:{what}")
+    return value, _cached(state)
+
+
+def evaluate_candidate(ctx: RunContext, cand: CandidateSpec) -> dict[str, Any]:
+    """Evaluate ``cand`` and return its results-table row (``status`` ok or failed)."""
+    from metrics import tracking
+
+    p = ctx.params
+    label = cand.label
+    row: dict[str, Any] = {"candidate": label, **cand.flat(), "limit": p.limit, "status": "failed"}
+    run_id = tracking.start_child_run(
+        ctx.parent_run_id,
+        ctx.experiment_id,
+        run_name=label,
+        params={
+            "model": p.model,
+            **cand.flat(),
+            "limit": p.limit if p.limit is not None else "none",
+            "benchmarks": ",".join(p.benchmarks),
+            "country": p.country,
+            "carbon_intensity_g_per_kwh": ctx.intensity_g_per_kwh,
+            "prune_spec": cand.prune.canonical(),
+            "quant_spec": cand.quant.canonical(),
+        },
+        tags={
+            **ctx.provenance,
+            "model_content_hash": ctx.reference.content_hash,
+            "model_revision": ctx.reference.revision or "none",
+            "prefect_flow_run_id": ctx.flow_run_id,
+            "screening": str(p.screening).lower(),
+            "candidate": label,
+        },
+    )
+    row["run_id"] = run_id
+    executed_before = len(ctx.executed_steps)
+    try:
+        pruned, _ = _run(
+            ctx,
+            label,
+            "prune",
+            prune_step,
+            ref=ctx.reference,
+            spec=cand.prune,
+            data_dir=p.data_dir,
+            calib_hash=ctx.calib_hash,
+        )
+        qref, _ = _run(ctx, label, "quantize", quantize_step, ref=pruned, spec=cand.quant)
+        meas, _ = _run(ctx, label, "measure", measure_step, ref=qref, quant=cand.quant)
+        benches: dict[str, dict[str, Any]] = {}
+        energy_kwh, methods, cc_co2 = 0.0, set(), 0.0
+        for spec in p.eval_specs():
+            out, hit = _run(
+                ctx,
+                label,
+                f"evaluate {spec.benchmark}",
+                evaluate_step,
+                ref=qref,
+                quant=cand.quant,
+                spec=spec,
+                data_dir=p.data_dir,
+                data_hash=ctx.data_hashes[spec.benchmark],
+                allow_code_execution=p.allow_code_execution,
+                country=p.country,
+            )
+            benches[spec.benchmark] = out
+            e = out["energy"]
+            if e.get("energy_kwh") is None:
+                energy_kwh = math.nan
+            else:
+                energy_kwh += e["energy_kwh"]
+                if not hit:
+                    ctx.energy_spent_kwh += e["energy_kwh"]
+            methods.add(e.get("energy_method") or "unmeasured")
+            tracking.log_artifact(
+                run_id, out["result"]["results_path"], f"lm_eval/{spec.benchmark}"
+            )
+            if e.get("emissions_csv"):
+                tracking.log_artifact(run_id, e["emissions_csv"], f"emissions/{spec.benchmark}")
+        energy = None if math.isnan(energy_kwh) else energy_kwh
+        co2, _ = _run(
+            ctx,
+            label,
+            "carbon",
+            carbon_step,
+            energy_kwh=energy,
+            intensity_g_per_kwh=ctx.intensity_g_per_kwh,
+        )
+
+        accs = {b: o["result"]["score"] for b, o in benches.items()}
+        errs = {b: o["result"].get("stderr") for b, o in benches.items()}
+        known = [e for e in errs.values() if e is not None]
+        metrics: dict[str, float | None] = {
+            **{f"accuracy/{b}": v for b, v in accs.items()},
+            **{f"accuracy_stderr/{b}": v for b, v in errs.items()},
+            "accuracy": sum(accs.values()) / len(accs),
+            "latency_ms": meas["latency_ms"],
+            "throughput_tps": meas["throughput_tps"],
+            "memory_gb": meas["memory_gb"],
+            "peak_rss_gb": meas["peak_rss_gb"],
+            "energy_kwh": energy,
+            "co2_kg": co2,
+            "compression_ratio": meas["compression_ratio"],
+            "sparsity": pruned.achieved_sparsity if pruned.achieved_sparsity is not None else 0.0,
+        }
+        cache_hit = len(ctx.executed_steps) == executed_before
+        tracking.log_metrics(run_id, metrics)
+        tracking.set_tags(
+            run_id,
+            {
+                "energy_method": "; ".join(sorted(methods)),
+                "cache_hit": str(cache_hit).lower(),
+                "latency_method": meas["latency_method"],
+                "peak_rss_method": "process RSS sampled every 20 ms during load + latency run",
+                "sparsity_method": "zeros / weights over decoder Linear layers"
+                if cand.prune.method != "none"
+                else "not pruned (zeros already in the checkpoint not counted)",
+                "carbon_intensity_source": ctx.intensity_source,
+                "machine": meas["machine"],
+                "candidate_id": qref.id,
+            },
+        )
+        tracking.log_dict(run_id, {b: o for b, o in benches.items()}, "benchmark_results.json")
+        row.update(metrics)
+        # The mean's stderr, treating benchmarks as independent samples.
+        row["accuracy_stderr"] = (
+            (sum(e * e for e in known) ** 0.5 / len(accs)) if len(known) == len(accs) else None
+        )
+        row.update(
+            status="ok",
+            cache_hit=cache_hit,
+            energy_method="; ".join(sorted(methods)),
+            candidate_id=qref.id,
+        )
+        tracking.end_run(run_id, "FINISHED")
+        ctx.progress.done(label, cache_hit)
+        return row
+    except UserError:
+        tracking.end_run(run_id, "FAILED")
+        raise
+    except (KeyboardInterrupt, SystemExit):
+        tracking.set_tags(run_id, {"failure_reason": "interrupted"})
+        tracking.end_run(run_id, "FAILED")
+        raise
+    except Exception as exc:  # a candidate failure is recorded; the sweep goes on
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        tracking.set_tags(run_id, {"failure_reason": reason})
+        tracking.log_text(run_id, traceback.format_exc(), "traceback.txt")
+        tracking.end_run(run_id, "FAILED")
+        row["failure_reason"] = reason
+        ctx.progress.failed(label, reason)
+        return row

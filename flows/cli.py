@@ -1,0 +1,283 @@
+"""The ``ecocompress`` command. Imports are lazy so ``--help`` answers at once.
+
+Examples:
+    ecocompress evaluate --bits 16 --limit 20 --data-dir ../shared/data/benchmarks
+    ecocompress sweep --bits 16,8,4 --prune none,wanda --sparsity 0.3,0.5 --limit 10
+    ecocompress ui          # MLflow UI on the local store
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+EPILOG = """examples:
+  ecocompress evaluate --bits 16 --limit 20 --data-dir ../shared/data/benchmarks
+  ecocompress evaluate --bits 4 --prune wanda --sparsity 0.5 --benchmarks truthfulqa,gsm8k
+  ecocompress sweep --bits 16,8,4 --prune none,wanda --sparsity 0.3,0.5 --limit 10
+  ecocompress sweep --model Qwen/Qwen2.5-0.5B --bits 16,8 --quant-backend bitsandbytes,torchao
+  ecocompress ui
+
+Offline, benchmark data comes from --data-dir (or ECOCOMPRESS_DATA_DIR), laid out like
+shared/data/benchmarks; online, from the Hugging Face Hub. Results go to MLflow
+(MLFLOW_TRACKING_URI, default sqlite under $ECOCOMPRESS_HOME, ~/.ecocompress)."""
+
+
+def _env_defaults() -> None:
+    """Telemetry off, quiet libraries, Prefect state under ECOCOMPRESS_HOME; user settings win."""
+    from tasks.artifacts import home
+
+    defaults = {
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "GX_ANALYTICS_ENABLED": "false",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PREFECT_HOME": str(home() / "prefect"),
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_LOGGING_LOGGERS_PREFECT_LEVEL": "CRITICAL",
+        "TRANSFORMERS_VERBOSITY": "error",
+        "PYTHONWARNINGS": "ignore",
+    }
+    for k, v in defaults.items():
+        os.environ.setdefault(k, v)
+
+
+def _csv(kind: type, name: str):
+    def parse(s: str) -> list:
+        out = []
+        for part in s.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                out.append(kind(part))
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"{name} {part!r} is not a valid {kind.__name__}"
+                ) from None
+        if not out:
+            raise argparse.ArgumentTypeError(f"{name} is empty")
+        return out
+
+    return parse
+
+
+def _shots(s: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for part in s.split(","):
+        name, sep, val = part.partition("=")
+        if not sep or not val.strip().lstrip("-").isdigit():
+            raise argparse.ArgumentTypeError(
+                f"--num-fewshot {part!r}: use benchmark=N, e.g. gsm8k=5"
+            )
+        out[name.strip()] = int(val)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ecocompress",
+        description=__doc__.splitlines()[0],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="show library logs and tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("model and data")
+    g.add_argument(
+        "--model",
+        default=None,
+        help="gemma-3-270m (default, from PyPI), a Hub id, a local folder or a .gguf file",
+    )
+    g.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+    g.add_argument(
+        "--benchmarks",
+        type=_csv(str, "benchmark"),
+        default=None,
+        help="comma list of gsm8k,truthfulqa,commonsenseqa,bbh,humaneval (default: all but humaneval)",
+    )
+    g.add_argument(
+        "--limit", type=int, default=None, help="items per benchmark (sub)task: a screening run"
+    )
+    g.add_argument(
+        "--num-fewshot", type=_shots, default=None, help="override shots, e.g. gsm8k=5,bbh=0"
+    )
+    g.add_argument(
+        "--bbh-tasks", type=_csv(str, "bbh task"), default=None, help="BBH subtasks to run"
+    )
+    g.add_argument("--batch-size", type=int, default=None)
+    g.add_argument(
+        "--max-gen-toks",
+        type=int,
+        default=None,
+        help="cap on generated tokens for generative tasks",
+    )
+    g.add_argument(
+        "--data-dir", default=None, help="benchmark files folder (or ECOCOMPRESS_DATA_DIR)"
+    )
+    g.add_argument(
+        "--allow-code-execution",
+        action="store_true",
+        help="allow humaneval to run model-written code (sandboxed)",
+    )
+    g = common.add_argument_group("tracking and carbon")
+    g.add_argument("--experiment", default=None, help="MLflow experiment (default: the model name)")
+    g.add_argument(
+        "--country",
+        default=None,
+        help="ISO 3166-1 alpha-3 grid for CO2 (codecarbon data), default USA",
+    )
+    g.add_argument(
+        "--carbon-intensity",
+        type=float,
+        default=None,
+        help="explicit grid intensity in g CO2eq/kWh",
+    )
+    g.add_argument(
+        "--objectives",
+        default=None,
+        help="Pareto objectives, e.g. accuracy:max,latency_ms:min,memory_gb:min,energy_kwh:min",
+    )
+    g.add_argument("--quiet", action="store_true", help="no progress lines")
+
+    e = sub.add_parser(
+        "evaluate",
+        parents=[common],
+        help="evaluate one candidate",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    e.add_argument(
+        "--bits", type=int, default=16, help="32 (fp32), 16 (bf16), 8 (LLM.int8 / int8 wo), 4 (NF4)"
+    )
+    e.add_argument(
+        "--quant-backend", default="bitsandbytes", help="bitsandbytes | torchao (int8 only)"
+    )
+    e.add_argument("--prune", default="none", help="none | magnitude | wanda")
+    e.add_argument(
+        "--sparsity",
+        type=float,
+        default=0.0,
+        help="fraction of decoder Linear weights zeroed, 0 to 0.9",
+    )
+    e.add_argument("--pattern", default="unstructured", help="unstructured | N:M (2:4, 4:8)")
+
+    s = sub.add_parser(
+        "sweep",
+        parents=[common],
+        help="evaluate the cross product of comma lists",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s.add_argument("--bits", type=_csv(int, "bits"), default=[16])
+    s.add_argument("--quant-backend", type=_csv(str, "quant backend"), default=["bitsandbytes"])
+    s.add_argument("--prune", type=_csv(str, "prune method"), default=["none"])
+    s.add_argument("--sparsity", type=_csv(float, "sparsity"), default=[0.0])
+    s.add_argument("--pattern", type=_csv(str, "pattern"), default=["unstructured"])
+
+    u = sub.add_parser("ui", help="start the MLflow UI on the tracking store")
+    u.add_argument("--port", type=int, default=5000)
+    return p
+
+
+def _run_params(args: argparse.Namespace):
+    from flows.params import RunParams
+
+    given = {
+        "model": args.model,
+        "revision": args.revision,
+        "benchmarks": args.benchmarks,
+        "limit": args.limit,
+        "num_fewshot": args.num_fewshot,
+        "bbh_tasks": args.bbh_tasks,
+        "batch_size": args.batch_size,
+        "max_gen_toks": args.max_gen_toks,
+        "data_dir": args.data_dir,
+        "experiment": args.experiment,
+        "country": args.country,
+        "carbon_intensity": args.carbon_intensity,
+        "objectives": args.objectives,
+        "allow_code_execution": args.allow_code_execution or None,
+    }
+    # Only what the user gave overrides RunParams' defaults (each default is defined once).
+    return RunParams(**{k: v for k, v in given.items() if v is not None})
+
+
+def _candidates(args: argparse.Namespace):
+    from flows.params import candidate_grid
+
+    if args.command == "evaluate":
+        return candidate_grid(
+            [args.bits], [args.prune], [args.sparsity], [args.pattern], [args.quant_backend]
+        )
+    return candidate_grid(args.bits, args.prune, args.sparsity, args.pattern, args.quant_backend)
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from metrics.tracking import tracking_uri
+
+    uri = tracking_uri()
+    print(f"mlflow ui --backend-store-uri {uri} --port {args.port}", file=sys.stderr)
+    os.execvp(
+        sys.executable,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "ui",
+            "--backend-store-uri",
+            uri,
+            "--port",
+            str(args.port),
+        ],
+    )
+    return 0  # pragma: no cover
+
+
+def run(args: argparse.Namespace) -> int:
+    params = _run_params(args)
+    cands = _candidates(args)
+    from flows.report import print_summary
+    from flows.sweep import sweep_flow
+
+    summary = sweep_flow(params, cands, command=args.command, quiet=args.quiet)
+    print_summary(summary, params)
+    return 0 if summary["n_ok"] == len(cands) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _env_defaults()
+    if args.verbose:
+        os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
+        os.environ["PREFECT_LOGGING_LOGGERS_PREFECT_LEVEL"] = "INFO"
+    if args.command == "ui":
+        return _ui(args)
+    from tasks.errors import UserError, one_line
+
+    try:
+        from pydantic import ValidationError
+
+        try:
+            return run(args)
+        except (UserError, ValidationError, FileNotFoundError) as exc:
+            if args.verbose:
+                raise
+            print(f"ecocompress: error: {one_line(exc)}", file=sys.stderr)
+            return 2
+    except KeyboardInterrupt:
+        print(
+            "ecocompress: interrupted; finished candidates are kept in MLflow and the caches",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""The results table printed at the end of a command."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def print_summary(summary: dict[str, Any], params: Any) -> None:
+    """Print the results table (accuracy ± stderr, costs, frontier) and where to find the run."""
+    from metrics.table import format_results_table
+
+    print(format_results_table(summary["front"], limit=params.limit))
+    executed = summary["executed_steps"]
+    hv = summary.get("hypervolume")
+    print(
+        f"hypervolume (normalised objectives {params.objectives}): "
+        f"{'n/a' if hv is None else f'{hv:.4f}'}"
+    )
+    print(
+        f"steps executed: {len(executed)} (0 = everything came from the caches); "
+        f"energy of evaluations run now: {summary['energy_spent_kwh']:.6f} kWh, "
+        f"{summary['search_co2_kg']:.6f} kg CO2eq"
+    )
+    print(
+        f"MLflow parent run {summary['parent_run_id']} (experiment {summary['experiment_id']}); "
+        "open with: ecocompress ui"
+    )

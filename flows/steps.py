@@ -1,0 +1,179 @@
+"""Prefect tasks: thin, cached wrappers around the plain functions in ``tasks`` and ``metrics``.
+
+Cache keys are explicit content keys (parent artifact id, canonical spec, data file
+hashes, code version, and for timings the machine), never the run id, so re-running
+a command reuses every finished step and changing one benchmark's spec re-runs only
+that benchmark. Results persist as files under ``$ECOCOMPRESS_HOME/prefect-results``.
+Only small references and numbers cross task boundaries, never ``nn.Module``s.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from tasks.artifacts import ModelRef, cache_dir, code_version, home, sha256_file, sha256_text
+from tasks.specs import EvalSpec, PruneSpec, QuantSpec
+
+
+def _results_storage() -> Path:
+    p = home() / "prefect-results"
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _key(*parts: object) -> str:
+    return sha256_text(*(str(p) for p in parts), code_version())
+
+
+def machine_fingerprint() -> str:
+    """What timings depend on besides the candidate: CPU model, core count, accelerator."""
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = "none"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(0)
+    except ImportError:  # pragma: no cover
+        pass
+    return f"{platform.node()}|{cpu}|{os.cpu_count()}|{gpu}"
+
+
+def data_hash(files: list[Path]) -> str:
+    """Hash of the benchmark data files (names and contents); '' when read from the Hub."""
+    return sha256_text(*(f"{f.name}:{sha256_file(f)}" for f in sorted(files))) if files else ""
+
+
+@task(name="download", persist_result=False)
+def download_step(model: str, revision: str | None) -> ModelRef:
+    """Resolve ``--model`` to a local safetensors folder (GGUF converted once, cached)."""
+    from tasks.download import resolve_model
+
+    return resolve_model(model, revision)
+
+
+def _prune_key(ctx: Any, p: dict[str, Any]) -> str:
+    return _key("prune", p["ref"].id, p["spec"].canonical(), p["calib_hash"])
+
+
+@task(name="prune", cache_key_fn=_prune_key, persist_result=True, result_storage=_results_storage())
+def prune_step(ref: ModelRef, spec: PruneSpec, data_dir: str | None, calib_hash: str) -> ModelRef:
+    """Prune the decoder's Linear layers; returns the pruned model's ref (saved as safetensors)."""
+    from tasks.prune import prune
+
+    return prune(ref, spec, Path(data_dir) if data_dir else None)
+
+
+@task(name="quantize", persist_result=False)
+def quantize_step(ref: ModelRef, spec: QuantSpec) -> ModelRef:
+    """The quantization recipe: 4-bit cannot be saved and reloaded on CPU, so the weights are
+    quantized at load time from the (pruned) safetensors; the id keys every later cache."""
+    from tasks.quantize import quantize
+
+    return quantize(ref, spec)
+
+
+def _measure_key(ctx: Any, p: dict[str, Any]) -> str:
+    return _key("measure", p["ref"].id, p["quant"].canonical(), machine_fingerprint())
+
+
+@task(
+    name="measure",
+    cache_key_fn=_measure_key,
+    persist_result=True,
+    result_storage=_results_storage(),
+)
+def measure_step(ref: ModelRef, quant: QuantSpec) -> dict[str, Any]:
+    """Load the candidate and measure weight bytes, peak RSS, latency and throughput."""
+    import gc
+
+    from metrics.measure import RssSampler, measure_latency
+    from tasks.footprint import tensor_bytes
+    from tasks.quantize import clear_loaded, load_candidate
+
+    clear_loaded()
+    gc.collect()
+    with RssSampler() as rss:
+        model, tokenizer = load_candidate(ref, quant)
+        lat = measure_latency(model, tokenizer)
+    held = tensor_bytes(model)
+    out: dict[str, Any] = {
+        "memory_gb": held / 1e9,
+        "weight_bytes": held,
+        "compression_ratio": ref.reference_weight_bytes / held,
+        "peak_rss_gb": rss.peak_gb,
+        "gpu_peak_gb": rss.cuda_peak_gb,
+        "latency_ms": lat["latency_ms"],
+        "throughput_tps": lat["throughput_tps"],
+        "latency_method": lat["method"],
+        "machine": machine_fingerprint(),
+    }
+    return out
+
+
+def _eval_key(ctx: Any, p: dict[str, Any]) -> str:
+    return _key(
+        "evaluate", p["ref"].id, p["quant"].canonical(), p["spec"].canonical(), p["data_hash"]
+    )
+
+
+@task(
+    name="evaluate",
+    task_run_name="evaluate-{spec.benchmark}",
+    cache_key_fn=_eval_key,
+    persist_result=True,
+    result_storage=_results_storage(),
+)
+def evaluate_step(
+    ref: ModelRef,
+    quant: QuantSpec,
+    spec: EvalSpec,
+    data_dir: str | None,
+    data_hash: str,
+    allow_code_execution: bool,
+    country: str,
+) -> dict[str, Any]:
+    """Evaluate one benchmark on the candidate with lm-eval, metering its energy."""
+    from metrics.energy import EnergyMeter
+    from tasks.evaluate import evaluate_benchmark
+    from tasks.quantize import load_candidate
+
+    out_dir = cache_dir("evaluations") / _eval_key(None, locals())[:24]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = load_candidate(ref, quant)
+    with EnergyMeter(output_dir=out_dir, country_iso3=country) as meter:
+        result = evaluate_benchmark(
+            model,
+            tokenizer,
+            spec,
+            Path(data_dir) if data_dir else None,
+            out_dir,
+            allow_code_execution,
+        )
+    return {
+        "result": result.model_dump(mode="json")
+        if hasattr(result, "model_dump")
+        else dict(result.__dict__),
+        "energy": meter.summary(),
+    }
+
+
+@task(name="carbon", persist_result=False)
+def carbon_step(energy_kwh: float | None, intensity_g_per_kwh: float) -> float | None:
+    """CO2 (kg) of an energy (kWh) at a grid intensity (g CO2eq/kWh); None when energy is unknown."""
+    from metrics.carbon import co2_kg
+
+    return None if energy_kwh is None else co2_kg(energy_kwh, intensity_g_per_kwh)

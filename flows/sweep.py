@@ -1,0 +1,194 @@
+"""The sweep flow: validate inputs, resolve the model, evaluate every candidate, then gate
+the results table and update the Pareto frontier. ``evaluate`` is a sweep of one.
+
+MLflow: one parent run per command, one child run per candidate (see flows/candidate.py);
+the parent carries pareto.json/csv/html, the results table and the search's own energy.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from flows.candidate import RunContext, evaluate_candidate
+from flows.params import RunParams
+from flows.progress import Progress
+from flows.steps import data_hash, download_step
+from tasks.errors import UserError
+from tasks.specs import CandidateSpec
+
+
+def prepare_data(params: RunParams) -> tuple[dict[str, str], str]:
+    """Validate the benchmark files (great-expectations gate) and hash them for cache keys.
+
+    Returns per-benchmark data hashes and the hash of the Wanda calibration text.
+    """
+    from tasks.evaluate import benchmark_data_files, validate_benchmark_data
+
+    data_dir = Path(params.data_dir) if params.data_dir else None
+    hashes: dict[str, str] = {}
+    for spec in params.eval_specs():
+        if data_dir is not None:
+            validate_benchmark_data(spec, data_dir)
+        hashes[spec.benchmark] = data_hash(benchmark_data_files(spec, data_dir))
+    calib = ""
+    if data_dir is not None:
+        wt = data_dir / "wikitext2" / "wiki.test.raw.gz"
+        calib = data_hash([wt]) if wt.is_file() else "missing"
+    return hashes, calib
+
+
+def results_frame(rows: list[dict[str, Any]]):
+    import pandas as pd
+
+    return pd.DataFrame(rows)
+
+
+@flow(name="ecocompress-sweep", log_prints=False)
+def sweep_flow(
+    params: RunParams, candidates: list[CandidateSpec], command: str = "sweep", quiet: bool = False
+) -> dict[str, Any]:
+    """Evaluate ``candidates`` on ``params.benchmarks`` and keep the Pareto frontier.
+
+    Returns a summary: results rows, frontier, hypervolume, MLflow run ids and the list
+    of steps that actually executed (empty when everything came from the caches).
+    """
+    from metrics.carbon import co2_kg, resolve_intensity
+    from metrics.types import parse_objectives
+    from prefect.runtime import flow_run
+
+    from metrics import tracking
+
+    objectives = parse_objectives(params.objectives)
+    intensity, intensity_source = resolve_intensity(params.country, params.carbon_intensity)
+    if params.data_dir is None:
+        import huggingface_hub.constants as hc
+
+        if hc.HF_HUB_OFFLINE:
+            raise UserError(
+                "the Hub is offline (HF_HUB_OFFLINE=1): pass --data-dir with the benchmark files"
+            )
+    data_hashes, calib_hash = prepare_data(params)
+    progress = Progress(total=len(candidates), quiet=quiet)
+    progress.note(f"resolving model {params.model} ...")
+    reference = download_step(params.model, params.revision)
+
+    experiment = params.experiment or Path(reference.model_name).name
+    experiment_id = tracking.get_or_create_experiment(experiment)
+    provenance = tracking.provenance_tags()
+    flow_run_id = str(flow_run.id or "none")
+    parent = tracking.start_parent_run(
+        experiment,
+        run_name=f"{command}-{len(candidates)}-candidates",
+        params={
+            "model": params.model,
+            "benchmarks": ",".join(params.benchmarks),
+            "limit": params.limit if params.limit is not None else "none",
+            "country": params.country,
+            "carbon_intensity_g_per_kwh": intensity,
+            "objectives": params.objectives,
+            "n_candidates": len(candidates),
+            "data_dir": params.data_dir or "hub",
+            "run_params": params.canonical(),
+        },
+        tags={
+            **provenance,
+            "command": command,
+            "prefect_flow_run_id": flow_run_id,
+            "model_content_hash": reference.content_hash,
+            "model_revision": reference.revision or "none",
+            "screening": str(params.screening).lower(),
+            "carbon_intensity_source": intensity_source,
+        },
+    )
+    ctx = RunContext(
+        params=params,
+        reference=reference,
+        experiment_id=experiment_id,
+        parent_run_id=parent,
+        data_hashes=data_hashes,
+        calib_hash=calib_hash,
+        intensity_g_per_kwh=intensity,
+        intensity_source=intensity_source,
+        flow_run_id=flow_run_id,
+        provenance=provenance,
+        progress=progress,
+    )
+    rows: list[dict[str, Any]] = []
+    try:
+        for cand in candidates:
+            progress.start_candidate(cand.label)
+            rows.append(evaluate_candidate(ctx, cand))
+        summary = finish(ctx, rows, objectives)
+    except KeyboardInterrupt:
+        tracking.end_run(parent, "KILLED")
+        raise
+    except BaseException:
+        tracking.end_run(parent, "FAILED")
+        raise
+    summary["search_co2_kg"] = co2_kg(ctx.energy_spent_kwh, intensity)
+    tracking.log_metrics(
+        parent,
+        {"search_energy_kwh": ctx.energy_spent_kwh, "search_co2_kg": summary["search_co2_kg"]},
+    )
+    tracking.end_run(parent, "FINISHED" if summary["n_ok"] else "FAILED")
+    return summary
+
+
+def finish(ctx: RunContext, rows: list[dict[str, Any]], objectives: list) -> dict[str, Any]:
+    """Gate the results table, compute the frontier and write/log the Pareto artifacts."""
+    from metrics.pareto import hypervolume, pareto_front
+    from metrics.report import write_pareto_report
+    from metrics.validation import validate_results_table
+
+    from metrics import tracking
+
+    df = results_frame(rows)
+    ok = df[df["status"] == "ok"] if len(df) else df
+    if len(ok):
+        validate_results_table(ok)
+    front = pareto_front(df, objectives)
+    on_front = front[front["on_front"] == True]  # noqa: E712 - pandas element-wise
+    hv = (
+        hypervolume(on_front, objectives, bounds=None, all_points=front[front["status"] == "ok"])
+        if len(on_front)
+        else None
+    )
+    out_dir = Path(tempfile.mkdtemp(prefix="ecocompress-pareto-"))
+    files = write_pareto_report(
+        front,
+        objectives,
+        out_dir,
+        title=f"{ctx.params.model}: Pareto frontier",
+        screening=ctx.params.screening,
+        hypervolume=hv,
+    )
+    for f in files.values():
+        tracking.log_artifact(ctx.parent_run_id, str(f))
+    (out_dir / "results.json").write_text(json.dumps(rows, indent=1, default=str))
+    tracking.log_artifact(ctx.parent_run_id, str(out_dir / "results.json"))
+    n_ok = int((df["status"] == "ok").sum()) if len(df) else 0
+    metrics = {
+        "n_candidates": float(len(rows)),
+        "n_failed": float(len(rows) - n_ok),
+        "n_on_front": float(len(on_front)),
+    }
+    if hv is not None:
+        metrics["hypervolume"] = hv
+    tracking.log_metrics(ctx.parent_run_id, metrics)
+    return {
+        "rows": rows,
+        "front": front,
+        "hypervolume": hv,
+        "parent_run_id": ctx.parent_run_id,
+        "experiment_id": ctx.experiment_id,
+        "executed_steps": list(ctx.executed_steps),
+        "n_ok": n_ok,
+        "report_dir": str(out_dir),
+        "screening": ctx.params.screening,
+        "energy_spent_kwh": ctx.energy_spent_kwh,
+    }
