@@ -100,7 +100,7 @@ def evaluate_candidate(ctx: RunContext, cand: CandidateSpec) -> dict[str, Any]:
         qref, _ = _run(ctx, label, "quantize", quantize_step, ref=pruned, spec=cand.quant)
         meas, _ = _run(ctx, label, "measure", measure_step, ref=qref, quant=cand.quant)
         benches: dict[str, dict[str, Any]] = {}
-        energy_kwh, methods, cc_co2 = 0.0, set(), 0.0
+        energy_kwh, methods = 0.0, set()
         for spec in p.eval_specs():
             out, hit = _run(
                 ctx,
