@@ -15,7 +15,14 @@ from typing import Any
 
 from flows.params import RunParams
 from flows.progress import Progress
-from flows.steps import carbon_step, evaluate_step, measure_step, prune_step, quantize_step
+from flows.steps import (
+    carbon_step,
+    evaluate_step,
+    measure_step,
+    prune_step,
+    quantize_step,
+    results_storage,
+)
 from tasks.artifacts import ModelRef
 from tasks.errors import UserError
 from tasks.specs import CandidateSpec
@@ -47,6 +54,8 @@ def _cached(state: Any) -> bool:
 def _run(ctx: RunContext, label: str, what: str, step: Any, **kwargs: Any) -> Any:
     """Run a Prefect task, record whether it was a cache hit, return its result."""
     ctx.progress.step(label, what)
+    if step.persist_result:
+        step = step.with_options(result_storage=results_storage())
     state = step(**kwargs, return_state=True)
     value = state.result()  # re-raises the task's exception
     if not _cached(state):

@@ -1,4 +1,4 @@
-"""The ``ecocompress`` command. Imports are lazy so ``--help`` answers at once.
+"""ecocompress: compress a causal LM, evaluate every candidate, count its carbon, keep the Pareto frontier.
 
 Examples:
     ecocompress evaluate --bits 16 --limit 20 --data-dir ../shared/data/benchmarks
@@ -77,17 +77,24 @@ def _shots(s: str) -> dict[str, int]:
     return out
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors on one line (no usage dump), exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"ecocompress: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="ecocompress",
         description=__doc__.splitlines()[0],
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("-v", "--verbose", action="store_true", help="show library logs and tracebacks")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     g = common.add_argument_group("model and data")
     g.add_argument(
         "--model",

@@ -19,7 +19,8 @@ from tasks.artifacts import ModelRef, cache_dir, code_version, home, sha256_file
 from tasks.specs import EvalSpec, PruneSpec, QuantSpec
 
 
-def _results_storage() -> Path:
+def results_storage() -> Path:
+    """Where cached step results persist; read at call time so ECOCOMPRESS_HOME can change."""
     p = home() / "prefect-results"
     p.mkdir(parents=True, exist_ok=True)
     return p
@@ -69,7 +70,7 @@ def _prune_key(ctx: Any, p: dict[str, Any]) -> str:
     return _key("prune", p["ref"].id, p["spec"].canonical(), p["calib_hash"])
 
 
-@task(name="prune", cache_key_fn=_prune_key, persist_result=True, result_storage=_results_storage())
+@task(name="prune", cache_key_fn=_prune_key, persist_result=True)
 def prune_step(ref: ModelRef, spec: PruneSpec, data_dir: str | None, calib_hash: str) -> ModelRef:
     """Prune the decoder's Linear layers; returns the pruned model's ref (saved as safetensors)."""
     from tasks.prune import prune
@@ -94,7 +95,6 @@ def _measure_key(ctx: Any, p: dict[str, Any]) -> str:
     name="measure",
     cache_key_fn=_measure_key,
     persist_result=True,
-    result_storage=_results_storage(),
 )
 def measure_step(ref: ModelRef, quant: QuantSpec) -> dict[str, Any]:
     """Load the candidate and measure weight bytes, peak RSS, latency and throughput."""
@@ -135,7 +135,6 @@ def _eval_key(ctx: Any, p: dict[str, Any]) -> str:
     task_run_name="evaluate-{spec.benchmark}",
     cache_key_fn=_eval_key,
     persist_result=True,
-    result_storage=_results_storage(),
 )
 def evaluate_step(
     ref: ModelRef,
@@ -147,9 +146,10 @@ def evaluate_step(
     country: str,
 ) -> dict[str, Any]:
     """Evaluate one benchmark on the candidate with lm-eval, metering its energy."""
-    from metrics.energy import EnergyMeter
     from tasks.evaluate import evaluate_benchmark
     from tasks.quantize import load_candidate
+
+    from metrics.energy import EnergyMeter
 
     out_dir = cache_dir("evaluations") / _eval_key(None, locals())[:24]
     out_dir.mkdir(parents=True, exist_ok=True)

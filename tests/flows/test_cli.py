@@ -1,0 +1,110 @@
+"""The command line: fast --help, lean imports, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _run(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    e = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=e,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+
+
+def test_help_lists_commands_and_examples():
+    r = _run("--help")
+    assert r.returncode == 0
+    assert (
+        "evaluate" in r.stdout
+        and "sweep" in r.stdout
+        and "ecocompress sweep --bits 16,8,4" in r.stdout
+    )
+
+
+def test_imports_stay_lean():
+    code = (
+        "import sys, flows.cli, flows.params, tasks.specs, tasks.artifacts, metrics.types, metrics.pareto; "
+        "heavy = {'torch', 'transformers', 'lm_eval', 'mlflow', 'prefect', 'codecarbon', "
+        "'great_expectations', 'pymoo', 'plotly'} & set(sys.modules); print(sorted(heavy))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+def _assert_one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:
+    assert r.returncode == 2, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert "Traceback" not in r.stderr
+    err = [ln for ln in lines if ln.startswith("ecocompress: error:")]
+    assert len(err) == 1, r.stderr
+    for n in needles:
+        assert n in err[0], err[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "needles"),
+    [
+        (["evaluate", "--bits", "5"], ["bits 5 is not supported", "32, 16, 8, 4"]),
+        (["sweep", "--bits", "16,x"], ["bits 'x' is not a valid int"]),
+        (["evaluate", "--prune", "wanda", "--sparsity", "0.95"], ["sparsity 0.95 is out of range"]),
+        (["evaluate", "--prune", "magnitude", "--pattern", "2/4"], ["pattern '2/4' is malformed"]),
+        (
+            ["evaluate", "--benchmarks", "gsm8k,truthfullqa"],
+            ["unknown benchmark 'truthfullqa'", "did you mean 'truthfulqa'"],
+        ),
+        (["evaluate", "--limit", "-5"], ["limit -5 must be a positive number"]),
+        (["evaluate", "--data-dir", "/no/such/dir"], ["data_dir /no/such/dir does not exist"]),
+        (["evaluate", "--benchmarks", "humaneval"], ["--allow-code-execution"]),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(argv, needles):
+    _assert_one_line_error(_run(*argv), *needles)
+
+
+@pytest.mark.slow
+def test_unknown_model_offline(shared_data_dir, tmp_path):
+    r = _run(
+        "evaluate",
+        "--model",
+        "nobody-xyz/not-a-model",
+        "--data-dir",
+        str(shared_data_dir),
+        "--limit",
+        "1",
+        env={"HF_HUB_OFFLINE": "1", "ECOCOMPRESS_HOME": str(tmp_path)},
+    )
+    _assert_one_line_error(r, "nobody-xyz/not-a-model", "offline")
+
+
+@pytest.mark.slow
+def test_malformed_data_line_names_file_line_and_field(shared_data_dir, tmp_path, tiny_model_dir):
+    data = tmp_path / "data"
+    (data / "gsm8k").mkdir(parents=True)
+    lines = (shared_data_dir / "gsm8k" / "test.jsonl").read_text().splitlines()[:5]
+    lines[2] = lines[2].replace('"answer"', '"answr"')
+    (data / "gsm8k" / "test.jsonl").write_text("\n".join(lines) + "\n")
+    r = _run(
+        "evaluate",
+        "--model",
+        str(tiny_model_dir),
+        "--data-dir",
+        str(data),
+        "--benchmarks",
+        "gsm8k",
+        "--limit",
+        "1",
+        env={"ECOCOMPRESS_HOME": str(tmp_path / "home")},
+    )
+    _assert_one_line_error(r, "test.jsonl:3", "answer")

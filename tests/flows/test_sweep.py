@@ -1,0 +1,212 @@
+"""Integration: the sweep flow on the tiny local model, MLflow runs, caching, failures.
+
+One module-scoped ECOCOMPRESS_HOME (MLflow store + caches); tests run in file order and
+build on each other: first sweep, cached re-run, one benchmark changed, failures.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+BENCH = "truthfulqa,commonsenseqa"
+
+
+@pytest.fixture(scope="module")
+def eco_home(tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("eco-home")
+    old = {k: os.environ.get(k) for k in ("ECOCOMPRESS_HOME", "MLFLOW_TRACKING_URI")}
+    os.environ["ECOCOMPRESS_HOME"] = str(home)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield home
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def prefect_harness(eco_home):
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness():
+        yield
+
+
+def _sweep(tiny_model_dir: Path, data_dir: Path, *extra: str, bench: str = BENCH) -> dict:
+    from flows.cli import _candidates, _run_params, build_parser
+    from flows.sweep import sweep_flow
+
+    argv = [
+        "sweep",
+        "--model",
+        str(tiny_model_dir),
+        "--bits",
+        "16,8",
+        "--prune",
+        "none,magnitude",
+        "--sparsity",
+        "0.5",
+        "--benchmarks",
+        bench,
+        "--limit",
+        "2",
+        "--data-dir",
+        str(data_dir),
+        "--experiment",
+        "tiny",
+        "--max-gen-toks",
+        "8",
+        "--quiet",
+        *extra,
+    ]
+    args = build_parser().parse_args(argv)
+    return sweep_flow(_run_params(args), _candidates(args), command="sweep", quiet=True)
+
+
+def _is_int8(model) -> bool:
+    return any("8bit" in type(m).__name__ for m in model.modules())
+
+
+def _client():
+    from metrics.tracking import tracking_uri
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri())
+
+
+def _children(parent_run_id: str):
+    c = _client()
+    parent = c.get_run(parent_run_id)
+    return c.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'"
+    )
+
+
+def test_first_sweep_logs_children_metrics_and_pareto(
+    tiny_model_dir, shared_data_dir, prefect_harness
+):
+    s = _sweep(tiny_model_dir, shared_data_dir)
+    assert s["n_ok"] == 4
+    assert len(s["executed_steps"]) > 0
+    kids = _children(s["parent_run_id"])
+    assert sorted(r.data.tags["candidate"] for r in kids) == sorted(
+        ["bf16", "magnitude-0.5+bf16", "int8-bitsandbytes", "magnitude-0.5+int8-bitsandbytes"]
+    )
+    expected = {
+        "accuracy/truthfulqa",
+        "accuracy/commonsenseqa",
+        "accuracy_stderr/truthfulqa",
+        "accuracy_stderr/commonsenseqa",
+        "accuracy",
+        "latency_ms",
+        "throughput_tps",
+        "memory_gb",
+        "peak_rss_gb",
+        "energy_kwh",
+        "co2_kg",
+        "compression_ratio",
+        "sparsity",
+    }
+    for r in kids:
+        assert r.info.status == "FINISHED"
+        assert set(r.data.metrics) == expected
+        assert r.data.tags["cache_hit"] == "false"
+        assert r.data.tags["energy_method"]
+        assert r.data.params["limit"] == "2"
+        for k in ("model", "bits", "quant_backend", "prune", "sparsity", "pattern", "limit"):
+            assert k in r.data.params
+        arts = {a.path for a in _client().list_artifacts(r.info.run_id)}
+        assert {"lm_eval", "emissions"} <= arts
+        m = r.data.metrics
+        assert 0 <= m["accuracy"] <= 1 and m["energy_kwh"] > 0 and m["co2_kg"] > 0
+    by = {r.data.tags["candidate"]: r.data.metrics for r in kids}
+    assert by["magnitude-0.5+bf16"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    # bf16 halves fp32 weights; int8 shrinks the decoder Linear layers further
+    assert by["bf16"]["compression_ratio"] == pytest.approx(2.0, rel=0.01)
+    assert by["int8-bitsandbytes"]["memory_gb"] < by["bf16"]["memory_gb"]
+    parent_arts = {a.path for a in _client().list_artifacts(s["parent_run_id"])}
+    assert {"pareto.json", "pareto.csv", "pareto.html"} <= parent_arts
+    assert _client().get_run(s["parent_run_id"]).data.tags["screening"] == "true"
+
+
+def test_rerun_evaluates_nothing(tiny_model_dir, shared_data_dir, prefect_harness):
+    s = _sweep(tiny_model_dir, shared_data_dir)
+    assert s["executed_steps"] == []
+    kids = _children(s["parent_run_id"])
+    assert len(kids) == 4 and all(r.data.tags["cache_hit"] == "true" for r in kids)
+
+
+def test_changing_one_benchmark_reruns_only_it(tiny_model_dir, shared_data_dir, prefect_harness):
+    s = _sweep(tiny_model_dir, shared_data_dir, "--num-fewshot", "commonsenseqa=1")
+    assert sorted(s["executed_steps"]) == sorted(
+        f"{c}:evaluate commonsenseqa"
+        for c in [
+            "bf16",
+            "magnitude-0.5+bf16",
+            "int8-bitsandbytes",
+            "magnitude-0.5+int8-bitsandbytes",
+        ]
+    )
+
+
+def test_failed_candidate_is_recorded_and_sweep_goes_on(
+    tiny_model_dir, shared_data_dir, prefect_harness, monkeypatch
+):
+    import tasks.evaluate as ev
+
+    real = ev.evaluate_benchmark
+
+    def fake_failing_evaluate(model, tokenizer, spec, *a, **kw):  # a fake, named as such
+        if _is_int8(model):
+            raise RuntimeError("fake failure for the test")
+        return real(model, tokenizer, spec, *a, **kw)
+
+    monkeypatch.setattr(ev, "evaluate_benchmark", fake_failing_evaluate)
+    s = _sweep(tiny_model_dir, shared_data_dir, "--num-fewshot", "commonsenseqa=2")
+    status = {r["candidate"]: r["status"] for r in s["rows"]}
+    assert status == {
+        "bf16": "ok",
+        "magnitude-0.5+bf16": "ok",
+        "int8-bitsandbytes": "failed",
+        "magnitude-0.5+int8-bitsandbytes": "failed",
+    }
+    kids = {r.data.tags["candidate"]: r for r in _children(s["parent_run_id"])}
+    assert kids["int8-bitsandbytes"].info.status == "FAILED"
+    assert "fake failure" in kids["int8-bitsandbytes"].data.tags["failure_reason"]
+    assert "accuracy" not in kids["int8-bitsandbytes"].data.metrics
+    assert kids["bf16"].info.status == "FINISHED"
+    front = s["front"]
+    assert not front[front["status"] == "failed"]["on_front"].any()
+
+
+def test_interrupt_marks_the_run_failed_and_keeps_earlier(
+    tiny_model_dir, shared_data_dir, prefect_harness, monkeypatch
+):
+    import tasks.evaluate as ev
+
+    real = ev.evaluate_benchmark
+
+    def fake_interrupting_evaluate(model, tokenizer, spec, *a, **kw):
+        if _is_int8(model):
+            raise KeyboardInterrupt
+        return real(model, tokenizer, spec, *a, **kw)
+
+    monkeypatch.setattr(ev, "evaluate_benchmark", fake_interrupting_evaluate)
+    c = _client()
+    exp = c.get_experiment_by_name("tiny")
+    before = {r.info.run_id for r in c.search_runs([exp.experiment_id])}
+    with pytest.raises(KeyboardInterrupt):
+        _sweep(tiny_model_dir, shared_data_dir, "--num-fewshot", "commonsenseqa=3")
+    new = [r for r in c.search_runs([exp.experiment_id]) if r.info.run_id not in before]
+    by = {r.data.tags.get("candidate", "parent"): r.info.status for r in new}
+    assert by["bf16"] == "FINISHED" and by["magnitude-0.5+bf16"] == "FINISHED"
+    assert by["int8-bitsandbytes"] == "FAILED"
+    assert by["parent"] == "KILLED"
+    assert "magnitude-0.5+int8-bitsandbytes" not in by
+    assert all(s != "RUNNING" for s in by.values())
