@@ -9,7 +9,7 @@ def print_summary(summary: dict[str, Any], params: Any) -> None:
     """Print the results table (accuracy ± stderr, costs, frontier) and where to find the run."""
     from metrics.table import format_results_table
 
-    print(format_results_table(summary["front"], limit=params.limit))
+    print(format_results_table(summary["front"]))
     executed = summary["executed_steps"]
     hv = summary.get("hypervolume")
     print(

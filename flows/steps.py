@@ -154,7 +154,7 @@ def evaluate_step(
     out_dir = cache_dir("evaluations") / _eval_key(None, locals())[:24]
     out_dir.mkdir(parents=True, exist_ok=True)
     model, tokenizer = load_candidate(ref, quant)
-    with EnergyMeter(output_dir=out_dir, country_iso3=country) as meter:
+    with EnergyMeter(out_dir, country) as meter:
         result = evaluate_benchmark(
             model,
             tokenizer,
@@ -167,7 +167,7 @@ def evaluate_step(
         "result": result.model_dump(mode="json")
         if hasattr(result, "model_dump")
         else dict(result.__dict__),
-        "energy": meter.summary(),
+        "energy": meter.as_dict(),
     }
 
 

@@ -1,0 +1,192 @@
+"""The Pareto report of a sweep: ``pareto.json``, ``pareto.csv`` and ``pareto.html``.
+
+The HTML holds one scatter per cost objective (accuracy on y, its stderr as error bars,
+the frontier marked and the 2-D front of that pair connected) and a parallel-coordinates
+view of every objective. Failed candidates stay in the JSON and CSV with their status
+but never appear in the plots. A screening run (benchmarks cut to ``limit`` items) says
+so in the title and the JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from html import escape
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from metrics.pareto import hypervolume as _hypervolume
+from metrics.pareto import objective_bounds, pareto_front
+from metrics.types import Objective
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def _jsonable(v: Any) -> Any:
+    """NaN/NA -> null; +-inf -> "inf"/"-inf" (JSON has no infinity); numpy -> Python."""
+    import pandas as pd
+
+    if hasattr(v, "item"):
+        v = v.item()
+    if v is None or (not isinstance(v, list | dict | tuple) and pd.isna(v)):
+        return None
+    if isinstance(v, float) and math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return v
+
+
+def screening_note(df: pd.DataFrame) -> str:
+    """``"screening run: accuracy on N items per benchmark"`` from the ``limit`` column."""
+    limits = sorted({int(x) for x in df.get("limit", []) if x == x and x is not None})
+    shown = "/".join(str(x) for x in limits) or "a limited number of"
+    return f"screening run: accuracy on {shown} items per benchmark"
+
+
+def _y_objective(objectives: Sequence[Objective]) -> Objective:
+    return next((o for o in objectives if o.name.startswith("accuracy")), objectives[0])
+
+
+def _scatter_figure(ranked: pd.DataFrame, objectives: Sequence[Objective], title: str) -> Any:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    y = _y_objective(objectives)
+    costs = [o for o in objectives if o != y] or [y]
+    ok = ranked[ranked["rank"].notna()]
+    fig = make_subplots(
+        rows=1, cols=len(costs), subplot_titles=[f"{y.name} vs {c.name}" for c in costs]
+    )
+    err = (
+        "accuracy_stderr" if y.name == "accuracy" else f"accuracy_stderr/{y.name.partition('/')[2]}"
+    )
+    for i, cost in enumerate(costs, start=1):
+        for on, name, style in (
+            (False, "dominated", "circle-open"),
+            (True, "Pareto front", "star"),
+        ):
+            part = ok[ok["on_front"] == on]
+            fig.add_trace(
+                go.Scatter(
+                    x=part[cost.name],
+                    y=part[y.name],
+                    mode="markers",
+                    name=name,
+                    marker={
+                        "symbol": style,
+                        "size": 11 if on else 8,
+                        "color": "crimson" if on else "grey",
+                    },
+                    error_y={"type": "data", "array": part[err]} if err in part.columns else None,
+                    text=part["candidate"],
+                    hovertemplate="%{text}<br>x=%{x}<br>y=%{y}<extra></extra>",
+                    showlegend=i == 1,
+                    legendgroup=name,
+                ),
+                row=1,
+                col=i,
+            )
+        # The front of this pair of objectives alone, as a line sorted by cost.
+        pair = pareto_front(ok, [y, cost]) if len(ok) and cost != y else ok.iloc[0:0]
+        line = pair[pair["on_front"]].sort_values(cost.name)
+        fig.add_trace(
+            go.Scatter(
+                x=line[cost.name],
+                y=line[y.name],
+                mode="lines",
+                name="2-D front",
+                line={"color": "crimson", "dash": "dot"},
+                showlegend=i == 1,
+                legendgroup="2d",
+            ),
+            row=1,
+            col=i,
+        )
+        fig.update_xaxes(title_text=f"{cost.name} ({cost.direction})", row=1, col=i)
+    fig.update_yaxes(title_text=f"{y.name} ({y.direction})", row=1, col=1)
+    fig.update_layout(title=title, height=480)
+    return fig
+
+
+def _parcoords_figure(ranked: pd.DataFrame, objectives: Sequence[Objective], title: str) -> Any:
+    import plotly.graph_objects as go
+
+    ok = ranked[ranked["rank"].notna()]
+    dims = [{"label": f"{o.name} ({o.direction})", "values": ok[o.name]} for o in objectives]
+    fig = go.Figure(
+        go.Parcoords(
+            line={
+                "color": ok["on_front"].astype(int),
+                "colorscale": [[0, "lightgrey"], [1, "crimson"]],
+            },
+            dimensions=dims,
+        )
+    )
+    names = ", ".join(ok.loc[ok["on_front"], "candidate"].astype(str))
+    fig.update_layout(title=f"{title}: all objectives (red = Pareto front: {names})", height=420)
+    return fig
+
+
+def write_pareto_report(
+    df: pd.DataFrame,
+    objectives: Sequence[Objective],
+    out_dir: Path,
+    title: str,
+    screening: bool,
+    bounds: dict[str, tuple[float, float]] | None = None,
+) -> dict[str, Path]:
+    """Rank the candidates and write the report files.
+
+    Args:
+        df: results table, one row per candidate (``candidate``, ``status``, objectives).
+        objectives: objectives with directions.
+        out_dir: folder to write into (created).
+        title: report title; "(SCREENING)" is appended for screening runs.
+        screening: True when benchmarks were cut to ``limit`` items.
+        bounds: fixed hypervolume normalisation bounds; default min/max over ok rows.
+
+    Returns:
+        ``{"json": ..., "csv": ..., "html": ...}`` paths.
+    """
+    ranked = pareto_front(df, objectives)
+    ok = ranked[ranked["rank"].notna()]
+    if bounds is None and len(ok):
+        bounds = objective_bounds(ranked, objectives)
+    note = screening_note(df) if screening else None
+    full_title = f"{title} [{note}]" if note else title
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": out_dir / "pareto.json",
+        "csv": out_dir / "pareto.csv",
+        "html": out_dir / "pareto.html",
+    }
+    summary = {
+        "title": full_title,
+        "screening": screening,
+        "note": note,
+        "objectives": [{"name": o.name, "direction": o.direction} for o in objectives],
+        "hypervolume": _hypervolume(ranked, objectives, bounds=bounds) if len(ok) else 0.0,
+        "hypervolume_bounds": bounds,
+        "hypervolume_ref_point": [1.1] * len(objectives),
+        "frontier": ok.loc[ok["on_front"], "candidate"].tolist() if "candidate" in ok else [],
+        "candidates": [
+            {k: _jsonable(v) for k, v in row.items()} for row in ranked.to_dict("records")
+        ],
+    }
+    paths["json"].write_text(json.dumps(summary, indent=2, allow_nan=False))
+    ranked.to_csv(paths["csv"], index=False)
+    # Plotly's JS is embedded once (about 3.5 MB) so the report opens offline.
+    html = _scatter_figure(ranked, objectives, full_title).to_html(
+        full_html=False, include_plotlyjs=True
+    )
+    html += _parcoords_figure(ranked, objectives, full_title).to_html(
+        full_html=False, include_plotlyjs=False
+    )
+    paths["html"].write_text(
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(full_title)}</title>"
+        "</head>"
+        f"<body>{html}</body></html>"
+    )
+    return paths

@@ -1,0 +1,74 @@
+"""A plain-text results table for the terminal and the run log."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Cost columns shown after the scores, with their print format.
+_COSTS = {
+    "latency_ms": "{:.2f}",
+    "memory_gb": "{:.3f}",
+    "energy_kwh": "{:.3g}",
+    "co2_kg": "{:.3g}",
+    "compression_ratio": "{:.2f}",
+}
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _score(row: Any, col: str, err_col: str) -> str:
+    v = row.get(col)
+    if _missing(v):
+        return "-"
+    err = row.get(err_col)
+    return f"{v:.3f}" if _missing(err) else f"{v:.3f} ± {err:.3f}"
+
+
+def format_results_table(df: pd.DataFrame) -> str:
+    """Render the results table as aligned plain text.
+
+    Columns: candidate, status, accuracy ± stderr, each ``accuracy/<b>`` ± stderr, the
+    costs present, and ``on_front`` when ranked. Unmeasured values print as ``-``. A
+    table with a ``limit`` gets a ``SCREENING (limit=N)`` caption.
+
+    Args:
+        df: results table, one row per candidate.
+
+    Returns:
+        The table as a string (lines joined by newlines).
+    """
+    benches = [c for c in df.columns if c.startswith("accuracy/")]
+    header = ["candidate", "status", "accuracy", *benches]
+    header += [c for c in _COSTS if c in df.columns]
+    header += ["on_front"] if "on_front" in df.columns else []
+    rows = []
+    for _, r in df.iterrows():
+        row = r.to_dict()
+        cells = [str(row.get("candidate", "")), str(row.get("status", "ok"))]
+        cells.append(_score(row, "accuracy", "accuracy_stderr"))
+        cells += [_score(row, b, b.replace("accuracy/", "accuracy_stderr/")) for b in benches]
+        for c, fmt in _COSTS.items():
+            if c in df.columns:
+                cells.append("-" if _missing(row.get(c)) else fmt.format(row[c]))
+        if "on_front" in df.columns:
+            cells.append("*" if bool(row.get("on_front")) else "")
+        rows.append(cells)
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    lines = [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+    limits = sorted({int(x) for x in df.get("limit", []) if not _missing(x)})
+    if limits:
+        lines.insert(
+            0,
+            f"SCREENING (limit={'/'.join(map(str, limits))}): accuracy on a subset of each benchmark",
+        )
+    return "\n".join(lines)

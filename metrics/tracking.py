@@ -1,0 +1,209 @@
+"""MLflow runs for a sweep: one parent run, one child run per candidate.
+
+Everything goes through an explicit ``MlflowClient`` and run ids, never the fluent
+``mlflow.start_run`` globals: Prefect runs tasks in worker threads, where a nested
+fluent run loses its parent. A child carries the ``mlflow.parentRunId`` tag, which is
+what the MLflow UI nests by.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+from tasks.artifacts import code_version, home
+
+_PARAM_MAX = 6000  # MLflow's limit on a param value's length (characters)
+# Distribution names whose versions make a result reproducible.
+_PACKAGES = (
+    "torch",
+    "transformers",
+    "lm_eval",
+    "bitsandbytes",
+    "torchao",
+    "codecarbon",
+    "prefect",
+    "mlflow",
+)
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<ECOCOMPRESS_HOME>/mlflow.db``."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    root = home()
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+@lru_cache(maxsize=4)
+def _client(uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def client() -> Any:
+    """The ``MlflowClient`` for ``tracking_uri()`` (cached: opening a SQLite store migrates it)."""
+    return _client(tracking_uri())
+
+
+def get_or_create_experiment(name: str) -> str:
+    """Id of experiment ``name``, created if needed.
+
+    With a local store (SQLite or a file path) artifacts go to
+    ``<ECOCOMPRESS_HOME>/mlartifacts/<name>``, not ``./mlruns`` of whatever folder the
+    process started in; a tracking server keeps its own artifact location.
+    """
+    from mlflow.exceptions import MlflowException
+
+    c = client()
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if not tracking_uri().startswith(("http://", "https://", "databricks")):
+        location = (home() / "mlartifacts" / name).as_uri()
+    try:
+        return c.create_experiment(name, artifact_location=location)
+    except MlflowException:  # another thread created it first
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{key}."))
+        else:
+            out[key] = str(v)[:_PARAM_MAX]
+    return out
+
+
+def _start(experiment_id: str, run_name: str, params: dict, tags: dict) -> str:
+    from mlflow.entities import Param
+
+    c = client()
+    run = c.create_run(experiment_id, tags={k: str(v) for k, v in tags.items()}, run_name=run_name)
+    flat = _flatten(params)
+    if flat:
+        c.log_batch(run.info.run_id, params=[Param(k, v) for k, v in flat.items()])
+    return run.info.run_id
+
+
+def start_parent_run(experiment: str, run_name: str, params: dict, tags: dict) -> str:
+    """Create the sweep's run in experiment ``experiment`` (created if needed).
+
+    Args:
+        experiment: experiment name.
+        run_name: display name.
+        params: logged as params (nested dicts flattened with dots).
+        tags: logged as tags; add ``provenance_tags()`` for reproducibility.
+
+    Returns:
+        The run id.
+    """
+    return _start(get_or_create_experiment(experiment), run_name, params, tags)
+
+
+def start_child_run(
+    parent_run_id: str, experiment_id: str, run_name: str, params: dict, tags: dict
+) -> str:
+    """Create a candidate's run nested under ``parent_run_id``; returns its run id."""
+    return _start(experiment_id, run_name, params, {**tags, "mlflow.parentRunId": parent_run_id})
+
+
+def log_metrics(run_id: str, metrics: dict[str, float | None], step: int = 0) -> None:
+    """Log the measured metrics; ``None`` and NaN (not measured) are skipped, never faked."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [
+        Metric(k, float(v), now, step)
+        for k, v in metrics.items()
+        if v is not None and not (isinstance(v, float) and math.isnan(v))
+    ]
+    if batch:
+        client().log_batch(run_id, metrics=batch)
+
+
+def log_artifact(run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+    """Copy a file or folder into the run's artifacts."""
+    p = Path(path)
+    if p.is_dir():
+        client().log_artifacts(run_id, str(p), artifact_path)
+    else:
+        client().log_artifact(run_id, str(p), artifact_path)
+
+
+def log_dict(run_id: str, obj: Any, name: str) -> None:
+    """Write ``obj`` as JSON (or YAML for ``.yaml``/``.yml``) artifact ``name``."""
+    client().log_dict(run_id, obj, name)
+
+
+def set_tags(run_id: str, tags: dict[str, Any]) -> None:
+    """Set string tags on a run (values converted with ``str``)."""
+    c = client()
+    for k, v in tags.items():
+        c.set_tag(run_id, k, str(v))
+
+
+def log_text(run_id: str, text: str, name: str) -> None:
+    """Write ``text`` as artifact ``name`` (e.g. a failure traceback)."""
+    client().log_text(run_id, text, name)
+
+
+def end_run(run_id: str, status: Literal["FINISHED", "FAILED", "KILLED"] = "FINISHED") -> None:
+    """Mark a run terminated with ``status``."""
+    if status not in ("FINISHED", "FAILED", "KILLED"):
+        raise ValueError(f"run status {status!r}: allowed FINISHED, FAILED, KILLED")
+    client().set_terminated(run_id, status=status)
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def provenance_tags() -> dict[str, str]:
+    """Tags that let a run reproduce itself: git sha, code version, package versions."""
+    return dict(_provenance())
+
+
+@lru_cache(maxsize=1)
+def _provenance() -> dict[str, str]:
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    tags = {
+        "ecocompress.git_sha": _git("rev-parse", "HEAD") or "unknown",
+        "ecocompress.git_dirty": "unknown" if dirty is None else str(bool(dirty)).lower(),
+        "ecocompress.code_version": code_version(),
+        "ecocompress.version.python": sys.version.split()[0],
+    }
+    for pkg in _PACKAGES:
+        try:
+            tags[f"ecocompress.version.{pkg}"] = metadata.version(pkg.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            tags[f"ecocompress.version.{pkg}"] = "not installed"
+    return tags

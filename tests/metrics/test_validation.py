@@ -1,0 +1,78 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from metrics.validation import validate_results_table
+from tasks.errors import UserError
+
+
+def good_table() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "candidate": ["bf16", "nf4-bitsandbytes", "broken"],
+            "status": ["ok", "ok", "failed"],
+            "accuracy": [0.52, 0.41, np.nan],
+            "accuracy/gsm8k": [0.1, 0.0, np.nan],
+            "accuracy_stderr": [0.02, 0.03, np.nan],
+            "latency_ms": [12.0, 20.0, -1.0],  # a failed row's junk is not checked
+            "memory_gb": [0.55, 0.3, np.nan],
+            "energy_kwh": [1e-4, 2e-4, np.nan],
+            "co2_kg": [4e-5, 8e-5, np.nan],
+        }
+    )
+
+
+def test_good_table_passes():
+    validate_results_table(good_table())
+
+
+def test_table_without_ok_rows_passes():
+    validate_results_table(good_table().iloc[2:])
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("accuracy", 1.2, r"'nf4-bitsandbytes': accuracy = 1\.2 \(must be in \[0, 1\]\)"),
+        ("accuracy/gsm8k", -0.1, r"'nf4-bitsandbytes': accuracy/gsm8k = -0\.1"),
+        ("latency_ms", -3.0, r"'nf4-bitsandbytes': latency_ms = -3\.0 \(must be >= 0\)"),
+        (
+            "energy_kwh",
+            np.nan,
+            r"'nf4-bitsandbytes': energy_kwh = missing \(NaN\) \(must be present\)",
+        ),
+    ],
+)
+def test_violations_name_candidate_column_and_value(column, value, message):
+    df = good_table()
+    df.loc[1, column] = value
+    with pytest.raises(UserError, match=message):
+        validate_results_table(df)
+
+
+def test_all_violations_are_listed():
+    df = good_table()
+    df.loc[0, "accuracy"] = 1.5
+    df.loc[1, "co2_kg"] = -1.0
+    with pytest.raises(UserError) as err:
+        validate_results_table(df)
+    assert "'bf16': accuracy = 1.5" in str(err.value) and "'nf4-bitsandbytes': co2_kg" in str(
+        err.value
+    )
+
+
+def test_nan_outside_objectives_is_allowed_but_not_in_them():
+    df = good_table()
+    df.loc[0, "co2_kg"] = np.nan  # co2 is not a default objective: absent is fine
+    validate_results_table(df)
+    from metrics.types import parse_objectives
+
+    with pytest.raises(UserError, match="co2_kg = missing"):
+        validate_results_table(df, parse_objectives("accuracy,co2_kg"))
+
+
+def test_non_numeric_value():
+    df = good_table().astype({"latency_ms": object})
+    df.loc[0, "latency_ms"] = "fast"
+    with pytest.raises(UserError, match=r"'bf16': latency_ms = 'fast' is not a number"):
+        validate_results_table(df)
