@@ -146,10 +146,9 @@ def evaluate_step(
     country: str,
 ) -> dict[str, Any]:
     """Evaluate one benchmark on the candidate with lm-eval, metering its energy."""
+    from metrics.energy import EnergyMeter
     from tasks.evaluate import evaluate_benchmark
     from tasks.quantize import load_candidate
-
-    from metrics.energy import EnergyMeter
 
     out_dir = cache_dir("evaluations") / _eval_key(None, locals())[:24]
     out_dir.mkdir(parents=True, exist_ok=True)

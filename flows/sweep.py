@@ -57,11 +57,11 @@ def sweep_flow(
     Returns a summary: results rows, frontier, hypervolume, MLflow run ids and the list
     of steps that actually executed (empty when everything came from the caches).
     """
-    from metrics.carbon import co2_kg, resolve_intensity
-    from metrics.types import parse_objectives
     from prefect.runtime import flow_run
 
     from metrics import tracking
+    from metrics.carbon import co2_kg, resolve_intensity
+    from metrics.types import parse_objectives
 
     objectives = parse_objectives(params.objectives)
     intensity, intensity_source = resolve_intensity(params.country, params.carbon_intensity)
@@ -141,11 +141,10 @@ def sweep_flow(
 
 def finish(ctx: RunContext, rows: list[dict[str, Any]], objectives: list) -> dict[str, Any]:
     """Gate the results table, compute the frontier and write/log the Pareto artifacts."""
+    from metrics import tracking
     from metrics.pareto import hypervolume, pareto_front
     from metrics.report import write_pareto_report
     from metrics.validation import validate_results_table
-
-    from metrics import tracking
 
     df = results_frame(rows)
     ok = df[df["status"] == "ok"] if len(df) else df

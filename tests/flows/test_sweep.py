@@ -74,8 +74,9 @@ def _is_int8(model) -> bool:
 
 
 def _client():
-    from metrics.tracking import tracking_uri
     from mlflow import MlflowClient
+
+    from metrics.tracking import tracking_uri
 
     return MlflowClient(tracking_uri())
 
