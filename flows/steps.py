@@ -78,7 +78,11 @@ def prune_step(ref: ModelRef, spec: PruneSpec, data_dir: str | None, calib_hash:
     return prune(ref, spec, Path(data_dir) if data_dir else None)
 
 
-@task(name="quantize", persist_result=False)
+def _quantize_key(ctx: Any, p: dict[str, Any]) -> str:
+    return _key("quantize", p["ref"].id, p["spec"].canonical())
+
+
+@task(name="quantize", cache_key_fn=_quantize_key, persist_result=True)
 def quantize_step(ref: ModelRef, spec: QuantSpec) -> ModelRef:
     """The quantization recipe: 4-bit cannot be saved and reloaded on CPU, so the weights are
     quantized at load time from the (pruned) safetensors; the id keys every later cache."""
@@ -170,7 +174,11 @@ def evaluate_step(
     }
 
 
-@task(name="carbon", persist_result=False)
+def _carbon_key(ctx: Any, p: dict[str, Any]) -> str:
+    return _key("carbon", repr(p["energy_kwh"]), repr(p["intensity_g_per_kwh"]))
+
+
+@task(name="carbon", cache_key_fn=_carbon_key, persist_result=True)
 def carbon_step(energy_kwh: float | None, intensity_g_per_kwh: float) -> float | None:
     """CO2 (kg) of an energy (kWh) at a grid intensity (g CO2eq/kWh); None when energy is unknown."""
     from metrics.carbon import co2_kg

@@ -152,11 +152,8 @@ def finish(ctx: RunContext, rows: list[dict[str, Any]], objectives: list) -> dic
         validate_results_table(ok)
     front = pareto_front(df, objectives)
     on_front = front[front["on_front"] == True]  # noqa: E712 - pandas element-wise
-    hv = (
-        hypervolume(on_front, objectives, bounds=None, all_points=front[front["status"] == "ok"])
-        if len(on_front)
-        else None
-    )
+    # Normalisation bounds: min/max over this command's ok candidates (recorded in pareto.json).
+    hv = hypervolume(front, objectives) if len(on_front) else None
     out_dir = Path(tempfile.mkdtemp(prefix="ecocompress-pareto-"))
     files = write_pareto_report(
         front,
@@ -164,7 +161,6 @@ def finish(ctx: RunContext, rows: list[dict[str, Any]], objectives: list) -> dic
         out_dir,
         title=f"{ctx.params.model}: Pareto frontier",
         screening=ctx.params.screening,
-        hypervolume=hv,
     )
     for f in files.values():
         tracking.log_artifact(ctx.parent_run_id, str(f))

@@ -230,4 +230,5 @@ class EnergyMeter:
             "energy_duration_s": self.duration_s,
             "codecarbon_co2_kg": self.codecarbon_co2_kg,
             "energy_method": self.energy_method,
+            "emissions_csv": str(self.emissions_csv) if self.emissions_csv else None,
         }

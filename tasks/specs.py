@@ -71,7 +71,9 @@ class PruneSpec(Spec):
             return v
         m = _NM.match(v)
         if not m:
-            raise ValueError(f"pattern {v!r} is malformed: use 'unstructured' or N:M such as 2:4 or 4:8")
+            raise ValueError(
+                f"pattern {v!r} is malformed: use 'unstructured' or N:M such as 2:4 or 4:8"
+            )
         n, mm = int(m.group(1)), int(m.group(2))
         if not (0 < n < mm):
             raise ValueError(f"pattern {v!r} is malformed: N:M needs 0 < N < M (e.g. 2:4, 4:8)")
@@ -146,7 +148,9 @@ class CandidateSpec(Spec):
 
     @property
     def label(self) -> str:
-        q = {32: "fp32", 16: "bf16"}.get(self.quant.bits, f"int{self.quant.bits}-{self.quant.backend}")
+        q = {32: "fp32", 16: "bf16"}.get(
+            self.quant.bits, f"int{self.quant.bits}-{self.quant.backend}"
+        )
         if self.quant.bits == 4:
             q = "nf4-bitsandbytes"
         if self.prune.method == "none":

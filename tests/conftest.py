@@ -24,6 +24,21 @@ for _k, _v in OFFLINE_ENV.items():
     os.environ.setdefault(_k, _v)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory):
+    """ECOCOMPRESS_HOME for the session (caches, MLflow store): a temp dir, or
+    ECOCOMPRESS_TEST_HOME to keep the converted GGUF and caches between sessions."""
+    home = os.environ.get("ECOCOMPRESS_TEST_HOME") or str(tmp_path_factory.mktemp("eco-home"))
+    old = os.environ.get("ECOCOMPRESS_HOME")
+    os.environ["ECOCOMPRESS_HOME"] = home
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield Path(home)
+    if old is None:
+        os.environ.pop("ECOCOMPRESS_HOME", None)
+    else:
+        os.environ["ECOCOMPRESS_HOME"] = old
+
+
 @pytest.fixture(scope="session")
 def shared_data_dir() -> Path:
     d = data_dir()

@@ -39,7 +39,11 @@ def build_tiny_model(out: Path, seed: int = 0, vocab_size: int = 1024) -> Path:
     )
     tok.train_from_iterator(lines, trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>"
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        eos_token="<eos>",
+        bos_token="<bos>",
+        unk_token="<unk>",
     )
     fast.save_pretrained(out)
 

@@ -145,7 +145,9 @@ def test_rerun_evaluates_nothing(tiny_model_dir, shared_data_dir, prefect_harnes
 
 def test_changing_one_benchmark_reruns_only_it(tiny_model_dir, shared_data_dir, prefect_harness):
     s = _sweep(tiny_model_dir, shared_data_dir, "--num-fewshot", "commonsenseqa=1")
-    assert sorted(s["executed_steps"]) == sorted(
+    # carbon is re-derived (arithmetic) because the candidate's energy changed
+    heavy = [x for x in s["executed_steps"] if not x.endswith(":carbon")]
+    assert sorted(heavy) == sorted(
         f"{c}:evaluate commonsenseqa"
         for c in [
             "bf16",

@@ -1,0 +1,129 @@
+"""Data gate before evaluation: parse the published files and check them with great-expectations.
+
+Each item becomes one DataFrame row (its ``line`` plus the columns ``Benchmark.row``
+derives); each ``Check`` becomes one GX expectation. The first failing line is
+reported as ``<file>:<line>: field '<field>' <message>``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from tasks.artifacts import sha256_file
+from tasks.benchmarks import get_benchmark
+from tasks.benchmarks.base import Benchmark, Check, read_records
+from tasks.errors import UserError
+from tasks.specs import EvalSpec
+
+_validated: set[str] = set()  # sha256 of files that passed, so repeated gates are free
+_lock = threading.Lock()
+
+
+def benchmark_data_files(spec: EvalSpec, data_dir: Path | None) -> list[Path]:
+    """Published files the benchmark reads (for cache keys); ``[]`` when it reads the Hub.
+
+    Args:
+        spec: the evaluation spec (``bbh_tasks`` picks bbh's files).
+        data_dir: the shared benchmark data dir, or ``None`` for the Hub.
+    """
+    if data_dir is None:
+        return []
+    bench = get_benchmark(spec.benchmark)
+    return [Path(data_dir) / u.relpath for u in bench.units(spec.bbh_tasks)]
+
+
+def validate_benchmark_data(spec: EvalSpec, data_dir: Path) -> None:
+    """Check every file ``spec`` reads under ``data_dir``; raise on the first bad item.
+
+    Raises:
+        UserError: a missing dir or file, invalid JSON, or a failed expectation, naming
+            the file (relative to ``data_dir``), the line and the field.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise UserError(f"benchmark data dir not found: {data_dir}")
+    bench = get_benchmark(spec.benchmark)
+    for path in benchmark_data_files(spec, data_dir):
+        if not path.is_file():
+            raise UserError(f"benchmark data file not found: {path}")
+        digest = sha256_file(path)
+        with _lock:
+            if digest in _validated:
+                continue
+        validate_file(bench, path, shown=str(path.relative_to(data_dir)))
+        with _lock:
+            _validated.add(digest)
+
+
+def validate_file(bench: Benchmark, path: Path, shown: str) -> int:
+    """Validate one published file of ``bench``; return its number of items.
+
+    Args:
+        bench: the benchmark declaration (reader, row builder and checks).
+        path: the file.
+        shown: how the file is named in error messages.
+    """
+    import pandas as pd
+
+    records = read_records(path, bench.reader, shown)
+    if not records:
+        raise UserError(f"{shown}: holds no items")
+    df = pd.DataFrame([{"line": r.line, "item": r.item, **bench.row(r.doc)} for r in records])
+    failures = _run_gx(df, bench.checks, name=f"{bench.name}-{path.stem}")
+    if failures:
+        line, item, check = failures[0]
+        where = f"{shown}:{line}"
+        if bench.reader != "jsonl":  # JSON documents: the item index locates it on long lines
+            where += f": item {item}"
+        raise UserError(f"{where}: field '{check.field}' {check.message}")
+    return len(records)
+
+
+def _expectation(check: Check) -> Any:
+    import great_expectations.expectations as gxe
+
+    if check.kind == "not_null":
+        return gxe.ExpectColumnValuesToNotBeNull(column=check.column)
+    if check.kind == "regex":
+        return gxe.ExpectColumnValuesToMatchRegex(column=check.column, regex=check.arg)
+    if check.kind == "in_set":
+        return gxe.ExpectColumnValuesToBeInSet(column=check.column, value_set=list(check.arg))
+    lo, hi = check.arg
+    return gxe.ExpectColumnValuesToBeBetween(column=check.column, min_value=lo, max_value=hi)
+
+
+def _run_gx(df: Any, checks: tuple[Check, ...], name: str) -> list[tuple[int, int, Check]]:
+    """Run ``checks`` on ``df``; return (line, item, check) of the first failing item per check."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch = (
+        context.data_sources.add_pandas(name)
+        .add_dataframe_asset(name)
+        .add_batch_definition_whole_dataframe(name)
+    )
+    suite = context.suites.add(gx.ExpectationSuite(name=name))
+    by_id = {suite.add_expectation(_expectation(c)).id: c for c in checks}
+    vd = context.validation_definitions.add(
+        gx.ValidationDefinition(data=batch, suite=suite, name=name)
+    )
+    fmt = {"result_format": "COMPLETE", "unexpected_index_column_names": ["line", "item"]}
+    result = vd.run(batch_parameters={"dataframe": df}, result_format=fmt)
+    failures = []
+    for res in result.results:
+        if res.success:
+            continue
+        check = by_id[res.expectation_config.id]
+        if res.exception_info.get("raised_exception"):
+            raise RuntimeError(f"great-expectations failed on {check}: {res.exception_info}")
+        rows = res.result.get("unexpected_index_list") or [{"line": 0, "item": 0}]
+        first = min(rows, key=lambda r: int(r["item"]))
+        failures.append((int(first["line"]), int(first["item"]), check))
+    # first item in the file; among checks on it, the earlier (more basic) one
+    return sorted(failures, key=lambda f: (f[1], checks.index(f[2])))

