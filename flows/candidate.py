@@ -9,6 +9,7 @@ numbers) and propagates.
 from __future__ import annotations
 
 import math
+import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,7 @@ class RunContext:
     provenance: dict[str, str]
     progress: Progress
     executed_steps: list[str] = field(default_factory=list)
+    step_seconds: dict[str, float] = field(default_factory=dict)  # wall s, this command
     energy_spent_kwh: float = 0.0
 
 
@@ -56,8 +58,10 @@ def _run(ctx: RunContext, label: str, what: str, step: Any, **kwargs: Any) -> An
     ctx.progress.step(label, what)
     if step.persist_result:
         step = step.with_options(result_storage=results_storage())
+    t0 = time.perf_counter()
     state = step(**kwargs, return_state=True)
     value = state.result()  # re-raises the task's exception
+    ctx.step_seconds[f"{label}:{what}"] = time.perf_counter() - t0
     if not _cached(state):
         ctx.executed_steps.append(f"{label}:{what}")
     return value, _cached(state)
@@ -183,6 +187,15 @@ def evaluate_candidate(ctx: RunContext, cand: CandidateSpec) -> dict[str, Any]:
         )
         tracking.log_dict(run_id, {b: o for b, o in benches.items()}, "benchmark_results.json")
         row.update(metrics)
+        # what the evaluations cost when they ran (from the cache on a re-run)
+        row["eval_cost"] = {
+            b: {
+                "cpu_s": o.get("cpu_seconds"),
+                "wall_s": o.get("wall_seconds"),
+                "n_items": o["result"]["n_items"],
+            }
+            for b, o in benches.items()
+        }
         # The mean's stderr, treating benchmarks as independent samples.
         row["accuracy_stderr"] = (
             (sum(e * e for e in known) ** 0.5 / len(accs)) if len(known) == len(accs) else None

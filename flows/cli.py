@@ -43,6 +43,8 @@ def _env_defaults() -> None:
     }
     for k, v in defaults.items():
         os.environ.setdefault(k, v)
+    # Prefect does not create missing parents of its home and then cannot start its server.
+    os.makedirs(os.environ["PREFECT_HOME"], exist_ok=True)
 
 
 def _csv(kind: type, name: str):
@@ -246,6 +248,29 @@ def _ui(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
+def _quiet_libraries() -> None:
+    """Library chatter off the terminal (progress lines and the table are ours); -v keeps it."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name, level in {
+        "great_expectations": logging.WARNING,
+        "torchao": logging.ERROR,
+        "lm_eval": logging.ERROR,
+        "lm-eval": logging.ERROR,
+        "codecarbon": logging.ERROR,
+        "transformers": logging.ERROR,
+        "torch": logging.ERROR,
+        "mlflow": logging.WARNING,
+        "datasets": logging.ERROR,
+        "httpx": logging.WARNING,
+    }.items():
+        logging.getLogger(name).setLevel(level)
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+
 def run(args: argparse.Namespace) -> int:
     params = _run_params(args)
     cands = _candidates(args)
@@ -266,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["PREFECT_LOGGING_LOGGERS_PREFECT_LEVEL"] = "INFO"
     if args.command == "ui":
         return _ui(args)
+    if not args.verbose:
+        _quiet_libraries()
     from tasks.errors import UserError, one_line
 
     try:
@@ -278,6 +305,15 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             print(f"ecocompress: error: {one_line(exc)}", file=sys.stderr)
             return 2
+        except Exception as exc:  # a bug or an environment failure, not bad input
+            if args.verbose:
+                raise
+            print(
+                f"ecocompress: internal error: {type(exc).__name__}: {one_line(exc)} "
+                "(run with -v for the traceback)",
+                file=sys.stderr,
+            )
+            return 1
     except KeyboardInterrupt:
         print(
             "ecocompress: interrupted; finished candidates are kept in MLflow and the caches",

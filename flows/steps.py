@@ -10,6 +10,7 @@ Only small references and numbers cross task boundaries, never ``nn.Module``s.
 from __future__ import annotations
 
 import platform
+import time
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,7 @@ def evaluate_step(
     out_dir = cache_dir("evaluations") / _eval_key(None, locals())[:24]
     out_dir.mkdir(parents=True, exist_ok=True)
     model, tokenizer = load_candidate(ref, quant)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     with EnergyMeter(out_dir, country) as meter:
         result = evaluate_benchmark(
             model,
@@ -166,11 +168,13 @@ def evaluate_step(
             out_dir,
             allow_code_execution,
         )
+    cpu_s, wall_s = time.process_time() - cpu0, time.perf_counter() - wall0
     return {
-        "result": result.model_dump(mode="json")
-        if hasattr(result, "model_dump")
-        else dict(result.__dict__),
+        "result": result.model_dump(mode="json"),
         "energy": meter.as_dict(),
+        # process CPU seconds (all threads) and wall seconds of the metered evaluation
+        "cpu_seconds": cpu_s,
+        "wall_seconds": wall_s,
     }
 
 

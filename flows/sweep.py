@@ -165,6 +165,10 @@ def finish(ctx: RunContext, rows: list[dict[str, Any]], objectives: list) -> dic
     for f in files.values():
         tracking.log_artifact(ctx.parent_run_id, str(f))
     (out_dir / "results.json").write_text(json.dumps(rows, indent=1, default=str))
+    (out_dir / "steps.json").write_text(
+        json.dumps({"executed": ctx.executed_steps, "wall_seconds": ctx.step_seconds}, indent=1)
+    )
+    tracking.log_artifact(ctx.parent_run_id, str(out_dir / "steps.json"))
     tracking.log_artifact(ctx.parent_run_id, str(out_dir / "results.json"))
     n_ok = int((df["status"] == "ok").sum()) if len(df) else 0
     metrics = {
@@ -182,6 +186,7 @@ def finish(ctx: RunContext, rows: list[dict[str, Any]], objectives: list) -> dic
         "parent_run_id": ctx.parent_run_id,
         "experiment_id": ctx.experiment_id,
         "executed_steps": list(ctx.executed_steps),
+        "step_seconds": dict(ctx.step_seconds),
         "n_ok": n_ok,
         "report_dir": str(out_dir),
         "screening": ctx.params.screening,
