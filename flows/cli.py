@@ -161,20 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    # Defaults of the candidate axes live in tasks/specs.py; None here means "the spec's".
     e.add_argument(
-        "--bits", type=int, default=16, help="32 (fp32), 16 (bf16), 8 (LLM.int8 / int8 wo), 4 (NF4)"
+        "--bits", type=int, help="32 (fp32), 16 (bf16, default), 8 (LLM.int8 / int8 wo), 4 (NF4)"
     )
+    e.add_argument("--quant-backend", help="bitsandbytes (default) | torchao (int8 only)")
+    e.add_argument("--prune", help="none (default) | magnitude | wanda")
     e.add_argument(
-        "--quant-backend", default="bitsandbytes", help="bitsandbytes | torchao (int8 only)"
+        "--sparsity", type=float, help="fraction of decoder Linear weights zeroed, 0 to 0.9"
     )
-    e.add_argument("--prune", default="none", help="none | magnitude | wanda")
-    e.add_argument(
-        "--sparsity",
-        type=float,
-        default=0.0,
-        help="fraction of decoder Linear weights zeroed, 0 to 0.9",
-    )
-    e.add_argument("--pattern", default="unstructured", help="unstructured | N:M (2:4, 4:8)")
+    e.add_argument("--pattern", help="unstructured (default) | N:M (2:4, 4:8)")
 
     s = sub.add_parser(
         "sweep",
@@ -183,11 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    s.add_argument("--bits", type=_csv(int, "bits"), default=[16])
-    s.add_argument("--quant-backend", type=_csv(str, "quant backend"), default=["bitsandbytes"])
-    s.add_argument("--prune", type=_csv(str, "prune method"), default=["none"])
-    s.add_argument("--sparsity", type=_csv(float, "sparsity"), default=[0.0])
-    s.add_argument("--pattern", type=_csv(str, "pattern"), default=["unstructured"])
+    s.add_argument("--bits", type=_csv(int, "bits"), help="comma list, e.g. 16,8,4")
+    s.add_argument(
+        "--quant-backend", type=_csv(str, "quant backend"), help="e.g. bitsandbytes,torchao"
+    )
+    s.add_argument("--prune", type=_csv(str, "prune method"), help="e.g. none,magnitude,wanda")
+    s.add_argument("--sparsity", type=_csv(float, "sparsity"), help="e.g. 0.3,0.5")
+    s.add_argument("--pattern", type=_csv(str, "pattern"), help="e.g. unstructured,2:4,4:8")
 
     u = sub.add_parser("ui", help="start the MLflow UI on the tracking store")
     u.add_argument("--port", type=int, default=5000)
@@ -219,12 +217,20 @@ def _run_params(args: argparse.Namespace):
 
 def _candidates(args: argparse.Namespace):
     from flows.params import candidate_grid
+    from tasks.specs import PruneSpec, QuantSpec
 
-    if args.command == "evaluate":
-        return candidate_grid(
-            [args.bits], [args.prune], [args.sparsity], [args.pattern], [args.quant_backend]
-        )
-    return candidate_grid(args.bits, args.prune, args.sparsity, args.pattern, args.quant_backend)
+    def axis(value, spec, field: str) -> list:
+        if value is None:
+            return [spec.model_fields[field].default]
+        return value if isinstance(value, list) else [value]
+
+    return candidate_grid(
+        axis(args.bits, QuantSpec, "bits"),
+        axis(args.prune, PruneSpec, "method"),
+        axis(args.sparsity, PruneSpec, "sparsity"),
+        axis(args.pattern, PruneSpec, "pattern"),
+        axis(args.quant_backend, QuantSpec, "backend"),
+    )
 
 
 def _ui(args: argparse.Namespace) -> int:

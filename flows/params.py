@@ -13,13 +13,16 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 
 from tasks.specs import (
+    DEFAULT_BATCH_SIZE,
     DEFAULT_BBH_TASKS,
     DEFAULT_BENCHMARKS,
+    DEFAULT_SEED,
     CandidateSpec,
     EvalSpec,
     PruneSpec,
     QuantSpec,
     Spec,
+    check_limit,
 )
 
 DEFAULT_MODEL = "gemma-3-270m"
@@ -35,23 +38,18 @@ class RunParams(Spec):
     benchmarks: tuple[str, ...] = DEFAULT_BENCHMARKS
     limit: int | None = None
     num_fewshot: dict[str, int] = Field(default_factory=dict)
-    batch_size: int = Field(4, ge=1, le=512)
+    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=512)
     bbh_tasks: tuple[str, ...] = DEFAULT_BBH_TASKS
-    max_gen_toks: int | None = None
+    max_gen_toks: int | None = Field(None, ge=1)
     data_dir: str | None = None
     experiment: str | None = None
     country: str = DEFAULT_COUNTRY
     carbon_intensity: float | None = None
     objectives: str = DEFAULT_OBJECTIVES
     allow_code_execution: bool = False
-    seed: int = 1234
+    seed: int = DEFAULT_SEED
 
-    @field_validator("limit")
-    @classmethod
-    def _limit(cls, v: int | None) -> int | None:
-        if v is not None and v < 1:
-            raise ValueError(f"limit {v} must be a positive number of items")
-        return v
+    _limit = field_validator("limit")(classmethod(lambda cls, v: check_limit(v)))
 
     @field_validator("carbon_intensity")
     @classmethod

@@ -173,6 +173,15 @@ BENCHMARKS = ("gsm8k", "truthfulqa", "commonsenseqa", "humaneval", "bbh")
 DEFAULT_BENCHMARKS = ("gsm8k", "truthfulqa", "commonsenseqa", "bbh")
 DEFAULT_SHOTS = {"gsm8k": 8, "truthfulqa": 0, "commonsenseqa": 5, "humaneval": 0, "bbh": 3}
 DEFAULT_BBH_TASKS = ("boolean_expressions", "date_understanding", "sports_understanding")
+DEFAULT_BATCH_SIZE = 4
+DEFAULT_SEED = 1234
+
+
+def check_limit(v: int | None) -> int | None:
+    """``limit`` is None (all items) or a positive number of items per (sub)task."""
+    if v is not None and v < 1:
+        raise ValueError(f"limit {v} must be a positive number of items")
+    return v
 
 
 class EvalSpec(Spec):
@@ -181,10 +190,10 @@ class EvalSpec(Spec):
     benchmark: str
     num_fewshot: int | None = None
     limit: int | None = None
-    batch_size: int = Field(4, ge=1, le=512)
+    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=512)
     bbh_tasks: tuple[str, ...] = DEFAULT_BBH_TASKS
-    max_gen_toks: int | None = None
-    seed: int = 1234
+    max_gen_toks: int | None = Field(None, ge=1)
+    seed: int = DEFAULT_SEED
 
     @field_validator("benchmark")
     @classmethod
@@ -197,12 +206,7 @@ class EvalSpec(Spec):
             raise ValueError(f"unknown benchmark {v!r}: allowed {', '.join(BENCHMARKS)}{hint}")
         return v
 
-    @field_validator("limit")
-    @classmethod
-    def _limit(cls, v: int | None) -> int | None:
-        if v is not None and v < 1:
-            raise ValueError(f"limit {v} must be a positive number of items")
-        return v
+    _limit = field_validator("limit")(classmethod(lambda cls, v: check_limit(v)))
 
     @field_validator("num_fewshot")
     @classmethod
