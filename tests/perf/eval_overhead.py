@@ -61,8 +61,24 @@ def main() -> None:
         # Warm-up on another benchmark: creates the MLflow and Prefect databases (one-time
         # set-up of a new home) and measures the candidate; this benchmark stays uncached.
         other = "truthfulqa" if b != "truthfulqa" else "commonsenseqa"
-        common.timed([sys.executable, "-m", "flows.cli", "evaluate", "--bits", "16", "--benchmarks", other,
-                      "--limit", "1", "--data-dir", str(data), "--quiet"], home)
+        common.timed(
+            [
+                sys.executable,
+                "-m",
+                "flows.cli",
+                "evaluate",
+                "--bits",
+                "16",
+                "--benchmarks",
+                other,
+                "--limit",
+                "1",
+                "--data-dir",
+                str(data),
+                "--quiet",
+            ],
+            home,
+        )
         pipe = common.timed(
             [
                 sys.executable,
