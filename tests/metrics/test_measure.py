@@ -1,3 +1,7 @@
+"""Latency measurement and the RSS sampler on the tiny model."""
+
+import time
+
 import pytest
 
 from metrics.measure import FIXED_PROMPTS, RssSampler, measure_latency
@@ -44,6 +48,10 @@ def test_rss_sampler_sees_an_allocation():
     with RssSampler() as sampler:
         block = bytearray(300_000_000)  # 0.3 GB, touched so it is resident
         block[::4096] = b"x" * len(block[::4096])
+        # Sampling is periodic (20 ms): hold the block until two samples have seen it.
+        seen, deadline = sampler.samples, time.monotonic() + 10
+        while sampler.samples < seen + 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
         del block
     assert sampler.samples >= 1
     assert sampler.peak_gb >= before.peak_gb + 0.25

@@ -154,7 +154,7 @@ def main() -> None:
         }
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "lm_eval_cli_table"}, indent=1))
-    common.write("eval_overhead", {"rows": rows})
+    common.write(f"eval_overhead_{a.benchmarks.replace(',', '_')}", {"rows": rows})
 
 
 if __name__ == "__main__":
