@@ -2,8 +2,8 @@
 
 A command without ``PREFECT_API_URL`` spends several seconds waiting for a temporary
 Prefect server (a subprocess on the other core) before the flow runs. The main thread
-only polls during that wait, so importing torch, transformers, lm-eval, MLflow and
-great-expectations meanwhile takes their ~9 s of import time off the critical path.
+only polls during that wait, so importing MLflow, torch, transformers and lm-eval
+meanwhile takes their import time off the critical path.
 Nothing is computed here: a module that fails to import is simply imported (and fails
 with its real error) where it is used.
 """
@@ -16,16 +16,15 @@ import threading
 
 log = logging.getLogger(__name__)
 
+# Only what the first steps need: a module still importing while lm-eval runs would
+# compete with it for the GIL (measured: preloading great-expectations and plotly too
+# made the evaluation step slower).
 HEAVY_MODULES = (
+    "mlflow",
     "torch",
     "transformers",
     "lm_eval",
     "lm_eval.models.huggingface",
-    "mlflow",
-    "codecarbon",
-    "great_expectations",
-    "plotly.graph_objects",
-    "pymoo.indicators.hv",
 )
 
 

@@ -52,6 +52,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=100)
     ap.add_argument("--benchmarks", default="commonsenseqa,truthfulqa")
     ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--tag", default="", help="suffix of the results file name")
     a = ap.parse_args()
     ref_dir = common.ensure_reference()
     data = common.data_dir()
@@ -154,7 +155,8 @@ def main() -> None:
         }
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "lm_eval_cli_table"}, indent=1))
-    common.write(f"eval_overhead_{a.benchmarks.replace(',', '_')}", {"rows": rows})
+    name = f"eval_overhead_{a.benchmarks.replace(',', '_')}{'_' + a.tag if a.tag else ''}"
+    common.write(name, {"rows": rows})
 
 
 if __name__ == "__main__":
