@@ -280,9 +280,6 @@ def _quiet_libraries() -> None:
 def run(args: argparse.Namespace) -> int:
     params = _run_params(args)
     cands = _candidates(args)
-    from flows.warmup import preload
-
-    preload()  # overlaps library imports with the Prefect server's start-up
     from flows.report import print_summary
     from flows.sweep import sweep_flow
 
