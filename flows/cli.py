@@ -26,15 +26,11 @@ shared/data/benchmarks; online, from the Hugging Face Hub. Results go to MLflow
 
 def _env_defaults() -> None:
     """Telemetry off, quiet libraries, Prefect state under ECOCOMPRESS_HOME; user settings win."""
+    from flows.environment import TELEMETRY_OFF
     from tasks.artifacts import home
 
     defaults = {
-        "DO_NOT_TRACK": "true",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "GX_ANALYTICS_ENABLED": "false",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "TOKENIZERS_PARALLELISM": "false",
+        **TELEMETRY_OFF,
         "PREFECT_HOME": str(home() / "prefect"),
         "PREFECT_LOGGING_LEVEL": "WARNING",
         "PREFECT_LOGGING_LOGGERS_PREFECT_LEVEL": "CRITICAL",

@@ -7,19 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from flows.environment import HUB_OFFLINE, TELEMETRY_OFF
 from tests.tiny_model import build_tiny_model, data_dir
 
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "DO_NOT_TRACK": "true",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "GX_ANALYTICS_ENABLED": "false",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "TOKENIZERS_PARALLELISM": "false",
-}
+OFFLINE_ENV = {**HUB_OFFLINE, **TELEMETRY_OFF}
 for _k, _v in OFFLINE_ENV.items():
     os.environ.setdefault(_k, _v)
 

@@ -15,18 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+from flows.environment import HUB_OFFLINE, TELEMETRY_OFF
+
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = Path(__file__).resolve().parent / "results"
-OFFLINE = {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "DO_NOT_TRACK": "true",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "GX_ANALYTICS_ENABLED": "false",
-    "TOKENIZERS_PARALLELISM": "false",
-}
+OFFLINE = {**HUB_OFFLINE, **TELEMETRY_OFF}
 
 
 def data_dir() -> Path:
