@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -150,6 +151,8 @@ def main() -> None:
             "pipeline_accuracy": art["results.json"][0].get(f"accuracy/{b}"),
             "pipeline_stderr": art["results.json"][0].get(f"accuracy_stderr/{b}"),
             "lm_eval_cli_table": cli["stdout_tail"][-1200:],
+            # set when the pipeline talked to a running Prefect server instead of starting one
+            "prefect_api_url": os.environ.get("PREFECT_API_URL"),
             "pipeline_cmd": pipe["cmd"],
             "lm_eval_cmd": cli["cmd"],
         }
