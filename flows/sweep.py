@@ -153,7 +153,9 @@ def finish(ctx: RunContext, rows: list[dict[str, Any]], objectives: list) -> dic
     front = pareto_front(df, objectives)
     on_front = front[front["on_front"] == True]  # noqa: E712 - pandas element-wise
     # Normalisation bounds: min/max over this command's ok candidates (recorded in pareto.json).
-    hv = hypervolume(front, objectives) if len(on_front) else None
+    # With one ok candidate the min/max normalisation is degenerate: no hypervolume.
+    n_ok = int((df["status"] == "ok").sum()) if len(df) else 0
+    hv = hypervolume(front, objectives) if n_ok >= 2 else None
     out_dir = Path(tempfile.mkdtemp(prefix="ecocompress-pareto-"))
     files = write_pareto_report(
         front,
@@ -170,7 +172,6 @@ def finish(ctx: RunContext, rows: list[dict[str, Any]], objectives: list) -> dic
     )
     tracking.log_artifact(ctx.parent_run_id, str(out_dir / "steps.json"))
     tracking.log_artifact(ctx.parent_run_id, str(out_dir / "results.json"))
-    n_ok = int((df["status"] == "ok").sum()) if len(df) else 0
     metrics = {
         "n_candidates": float(len(rows)),
         "n_failed": float(len(rows) - n_ok),

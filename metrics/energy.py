@@ -144,7 +144,7 @@ class EnergyMeter:
             self._tracker = codecarbon.OfflineEmissionsTracker(
                 country_iso_code=self.country_iso_code,
                 project_name=self.project_name,
-                log_level="warning",
+                log_level="error",  # its fallbacks are recorded in energy_method
                 **csv_only,
                 output_dir=str(self.output_dir),
                 output_file="emissions.csv",

@@ -27,7 +27,8 @@ def _score(row: Any, col: str, err_col: str) -> str:
     if _missing(v):
         return "-"
     err = row.get(err_col)
-    return f"{v:.3f}" if _missing(err) else f"{v:.3f} ± {err:.3f}"
+    # lm-eval gives no stderr for a single item: say so rather than print a bare score
+    return f"{v:.3f} ± n/a" if _missing(err) else f"{v:.3f} ± {err:.3f}"
 
 
 def format_results_table(df: pd.DataFrame) -> str:

@@ -20,14 +20,26 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-@lru_cache(maxsize=1)
-def _batch_definition() -> tuple[Any, Any]:
-    """One ephemeral GX context per process (import 2.5 s, then 0.03 s per table)."""
+def gx_context() -> Any:
+    """A new ephemeral great-expectations context, without progress bars or INFO chatter."""
+    import logging
+    import os
+
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    # GX sets this logger to INFO at import and announces every context's temp dir with it.
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return ctx
+
+
+@lru_cache(maxsize=1)
+def _batch_definition() -> tuple[Any, Any]:
+    """One ephemeral GX context per process (import 2.5 s, then 0.03 s per table)."""
+    ctx = gx_context()
     asset = ctx.data_sources.add_pandas("ecocompress").add_dataframe_asset("results")
     return ctx, asset.add_batch_definition_whole_dataframe("whole table")
 

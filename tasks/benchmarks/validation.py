@@ -7,7 +7,6 @@ reported as ``<file>:<line>: field '<field>' <message>``.
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -101,12 +100,11 @@ def _expectation(check: Check) -> Any:
 
 def _run_gx(df: Any, checks: tuple[Check, ...], name: str) -> list[tuple[int, int, Check]]:
     """Run ``checks`` on ``df``; return (line, item, check) of the first failing item per check."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    from metrics.validation import gx_context
+
+    context = gx_context()
     batch = (
         context.data_sources.add_pandas(name)
         .add_dataframe_asset(name)

@@ -47,7 +47,7 @@ def test_format_results_table():
         "0.001",
         "*",
     ]
-    assert lines[4].split()[5:7] == ["0.050", "20.00"]  # no stderr -> score alone
+    assert lines[4].split()[5:8] == ["0.050", "±", "n/a"]  # no stderr -> said so
     assert lines[5].split() == ["broken", "failed", "-", "-", "-", "-", "-"]
 
 
