@@ -9,7 +9,9 @@ numbers) and propagates.
 from __future__ import annotations
 
 import math
+import os
 import re
+import signal
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -65,17 +67,53 @@ def _run(ctx: RunContext, label: str, what: str, step: Any, **kwargs: Any) -> An
     ctx.step_seconds[f"{label}:{what}"] = time.perf_counter() - t0
     if not _cached(state):
         ctx.executed_steps.append(f"{label}:{what}")
+        _fault_injection(ctx)
     return value, _cached(state)
 
 
-def evaluate_candidate(ctx: RunContext, cand: CandidateSpec) -> dict[str, Any]:
-    """Evaluate ``cand`` and return its results-table row (``status`` ok or failed)."""
+def _fault_injection(ctx: RunContext) -> None:
+    """Test hook: ``ECOCOMPRESS_TEST_SIGKILL_AFTER_STEPS=N`` kills this process with SIGKILL
+    right after its N-th executed step, as a crash or an OOM kill would (the kill-and-resume
+    test uses it to stop the process at a known point)."""
+    n = os.environ.get("ECOCOMPRESS_TEST_SIGKILL_AFTER_STEPS")
+    if n and len(ctx.executed_steps) >= int(n):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def evaluate_candidate(
+    ctx: RunContext,
+    cand: CandidateSpec,
+    *,
+    limit: int | None | str = "params",
+    run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``cand`` and return its results-table row (``status`` ok or failed).
+
+    Args:
+        limit: items per benchmark; by default the command's ``--limit``.
+        run_id: an existing child run to continue (a resumed search) instead of a new one.
+        tags: extra tags of the child run (e.g. the decision that proposed it).
+    """
     from metrics import tracking
 
-    p = ctx.params
+    p = ctx.params if limit == "params" else ctx.params.model_copy(update={"limit": limit})
     label = cand.label
     row: dict[str, Any] = {"candidate": label, **cand.flat(), "limit": p.limit, "status": "failed"}
-    run_id = tracking.start_child_run(
+    if run_id is not None:
+        tracking.reopen_run(run_id)
+        tracking.set_tags(run_id, tags or {})
+    else:
+        run_id = _start_child(ctx, cand, p, tags or {})
+    row["run_id"] = run_id
+    return _evaluate(ctx, cand, p, run_id, row)
+
+
+def _start_child(ctx: RunContext, cand: CandidateSpec, p: RunParams, tags: dict[str, str]) -> str:
+    from metrics import tracking
+
+    label = cand.label
+    return tracking.start_child_run(
         ctx.parent_run_id,
         ctx.experiment_id,
         run_name=label,
@@ -96,9 +134,17 @@ def evaluate_candidate(ctx: RunContext, cand: CandidateSpec) -> dict[str, Any]:
             "prefect_flow_run_id": ctx.flow_run_id,
             "screening": str(p.screening).lower(),
             "candidate": label,
+            **tags,
         },
     )
-    row["run_id"] = run_id
+
+
+def _evaluate(
+    ctx: RunContext, cand: CandidateSpec, p: RunParams, run_id: str, row: dict[str, Any]
+) -> dict[str, Any]:
+    from metrics import tracking
+
+    label = cand.label
     executed_before = len(ctx.executed_steps)
     try:
         pruned, _ = _run(

@@ -9,7 +9,7 @@ import time
 class Progress:
     """Prints ``[i/n] candidate: step`` lines to stderr (rich when it is a terminal)."""
 
-    def __init__(self, total: int, quiet: bool = False) -> None:
+    def __init__(self, total: int | None, quiet: bool = False) -> None:
         from rich.console import Console
 
         self.total = total
@@ -22,7 +22,8 @@ class Progress:
     def start_candidate(self, label: str) -> None:
         self.index += 1
         self._current = label
-        self._emit(f"[bold][{self.index}/{self.total}] {label}[/bold]")
+        n = f"/{self.total}" if self.total is not None else ""
+        self._emit(f"[bold][{self.index}{n}] {label}[/bold]")
 
     def step(self, label: str, what: str) -> None:
         self._emit(f"    {what} ...")

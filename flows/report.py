@@ -25,3 +25,22 @@ def print_summary(summary: dict[str, Any], params: Any) -> None:
         f"MLflow parent run {summary['parent_run_id']} (experiment {summary['experiment_id']}); "
         "open with: ecocompress ui"
     )
+
+
+def print_optimize_summary(summary: dict[str, Any]) -> None:
+    """The stop reason, the recommendation and where it was registered."""
+    rec = summary.get("recommendation") or {}
+    print(f"evaluations: {summary.get('evaluations')}; stopped: {summary.get('stop_reason')}")
+    if rec.get("candidate"):
+        print(f"recommended ({rec.get('alias')}): {rec['candidate']}")
+        print(f"  why: {rec['reason']}")
+    else:
+        print(f"no recommendation: {rec.get('reason')}")
+    if summary.get("registered_version"):
+        print(
+            f"registered as model version {summary['registered_version']} "
+            f"(alias {rec.get('alias')})"
+        )
+    print(
+        f"decisions: decisions.json on the parent run; resume with --thread-id {summary['thread_id']}"
+    )

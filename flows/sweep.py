@@ -57,67 +57,20 @@ def sweep_flow(
     Returns a summary: results rows, frontier, hypervolume, MLflow run ids and the list
     of steps that actually executed (empty when everything came from the caches).
     """
-    from prefect.runtime import flow_run
-
     from metrics import tracking
-    from metrics.carbon import co2_kg, resolve_intensity
-    from metrics.types import parse_objectives
+    from metrics.carbon import co2_kg
 
-    objectives = parse_objectives(params.objectives)
-    intensity, intensity_source = resolve_intensity(params.country, params.carbon_intensity)
-    if params.data_dir is None:
-        import huggingface_hub.constants as hc
-
-        if hc.HF_HUB_OFFLINE:
-            raise UserError(
-                "the Hub is offline (HF_HUB_OFFLINE=1): pass --data-dir with the benchmark files"
-            )
-    data_hashes, calib_hash = prepare_data(params)
-    progress = Progress(total=len(candidates), quiet=quiet)
-    progress.note(f"resolving model {params.model} ...")
-    reference = download_step(params.model, params.revision)
-
-    experiment = params.experiment or Path(reference.model_name).name
-    experiment_id = tracking.get_or_create_experiment(experiment)
-    provenance = tracking.provenance_tags()
-    flow_run_id = str(flow_run.id or "none")
-    parent = tracking.start_parent_run(
-        experiment,
-        run_name=f"{command}-{len(candidates)}-candidates",
-        params={
-            "model": params.model,
-            "benchmarks": ",".join(params.benchmarks),
-            "limit": params.limit if params.limit is not None else "none",
-            "country": params.country,
-            "carbon_intensity_g_per_kwh": intensity,
-            "objectives": params.objectives,
-            "n_candidates": len(candidates),
-            "data_dir": params.data_dir or "hub",
-            "run_params": params.canonical(),
-        },
-        tags={
-            **provenance,
-            "command": command,
-            "prefect_flow_run_id": flow_run_id,
-            "model_content_hash": reference.content_hash,
-            "model_revision": reference.revision or "none",
-            "screening": str(params.screening).lower(),
-            "carbon_intensity_source": intensity_source,
-        },
+    ctx = open_context(
+        params,
+        command,
+        f"{command}-{len(candidates)}-candidates",
+        quiet=quiet,
+        total=len(candidates),
+        extra_params={"n_candidates": len(candidates)},
     )
-    ctx = RunContext(
-        params=params,
-        reference=reference,
-        experiment_id=experiment_id,
-        parent_run_id=parent,
-        data_hashes=data_hashes,
-        calib_hash=calib_hash,
-        intensity_g_per_kwh=intensity,
-        intensity_source=intensity_source,
-        flow_run_id=flow_run_id,
-        provenance=provenance,
-        progress=progress,
-    )
+    objectives = _objectives(params)
+    progress = ctx.progress
+    parent = ctx.parent_run_id
     rows: list[dict[str, Any]] = []
     try:
         for cand in candidates:
@@ -130,13 +83,108 @@ def sweep_flow(
     except BaseException:
         tracking.end_run(parent, "FAILED")
         raise
-    summary["search_co2_kg"] = co2_kg(ctx.energy_spent_kwh, intensity)
+    summary["search_co2_kg"] = co2_kg(ctx.energy_spent_kwh, ctx.intensity_g_per_kwh)
     tracking.log_metrics(
         parent,
         {"search_energy_kwh": ctx.energy_spent_kwh, "search_co2_kg": summary["search_co2_kg"]},
     )
     tracking.end_run(parent, "FINISHED" if summary["n_ok"] else "FAILED")
     return summary
+
+
+def _objectives(params: RunParams) -> list:
+    from metrics.types import parse_objectives
+
+    return parse_objectives(params.objectives)
+
+
+def open_context(
+    params: RunParams,
+    command: str,
+    run_name: str,
+    *,
+    quiet: bool = False,
+    total: int | None = None,
+    extra_params: dict[str, Any] | None = None,
+    extra_tags: dict[str, str] | None = None,
+    resume_tags: dict[str, str] | None = None,
+) -> RunContext:
+    """Validate inputs, resolve the model and open (or re-open) the command's parent run.
+
+    With ``resume_tags``, an existing parent run carrying those tags (a resumed
+    ``optimize``) is re-opened instead of creating a new one; a new one carries them.
+    """
+    from prefect.runtime import flow_run
+
+    from metrics import tracking
+    from metrics.carbon import resolve_intensity
+
+    _objectives(params)  # fail fast on bad objectives, before any work
+    intensity, intensity_source = resolve_intensity(params.country, params.carbon_intensity)
+    if params.data_dir is None:
+        import huggingface_hub.constants as hc
+
+        if hc.HF_HUB_OFFLINE:
+            raise UserError(
+                "the Hub is offline (HF_HUB_OFFLINE=1): pass --data-dir with the benchmark files"
+            )
+    data_hashes, calib_hash = prepare_data(params)
+    progress = Progress(total=total, quiet=quiet)
+    progress.note(f"resolving model {params.model} ...")
+    reference = download_step(params.model, params.revision)
+
+    experiment = params.experiment or Path(reference.model_name).name
+    experiment_id = tracking.get_or_create_experiment(experiment)
+    provenance = tracking.provenance_tags()
+    flow_run_id = str(flow_run.id or "none")
+    previous = [
+        r
+        for r in (tracking.find_runs(experiment_id, resume_tags) if resume_tags else [])
+        if "mlflow.parentRunId" not in r.data.tags
+    ]
+    if previous:
+        parent = previous[0].info.run_id
+        tracking.reopen_run(parent)
+    else:
+        parent = tracking.start_parent_run(
+            experiment,
+            run_name=run_name,
+            params={
+                "model": params.model,
+                "benchmarks": ",".join(params.benchmarks),
+                "limit": params.limit if params.limit is not None else "none",
+                "country": params.country,
+                "carbon_intensity_g_per_kwh": intensity,
+                "objectives": params.objectives,
+                "data_dir": params.data_dir or "hub",
+                "run_params": params.canonical(),
+                **(extra_params or {}),
+            },
+            tags={
+                **provenance,
+                "command": command,
+                "prefect_flow_run_id": flow_run_id,
+                "model_content_hash": reference.content_hash,
+                "model_revision": reference.revision or "none",
+                "screening": str(params.screening).lower(),
+                "carbon_intensity_source": intensity_source,
+                **(extra_tags or {}),
+                **(resume_tags or {}),
+            },
+        )
+    return RunContext(
+        params=params,
+        reference=reference,
+        experiment_id=experiment_id,
+        parent_run_id=parent,
+        data_hashes=data_hashes,
+        calib_hash=calib_hash,
+        intensity_g_per_kwh=intensity,
+        intensity_source=intensity_source,
+        flow_run_id=flow_run_id,
+        provenance=provenance,
+        progress=progress,
+    )
 
 
 def finish(ctx: RunContext, rows: list[dict[str, Any]], objectives: list) -> dict[str, Any]:

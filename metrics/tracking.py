@@ -207,3 +207,45 @@ def _provenance() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             tags[f"ecocompress.version.{pkg}"] = "not installed"
     return tags
+
+
+def reopen_run(run_id: str) -> None:
+    """Mark a run RUNNING again (a resumed command continues its own runs)."""
+    c = client()
+    c.update_run(run_id, status="RUNNING")
+    c.set_tag(run_id, "resumed", "true")
+
+
+def find_runs(experiment_id: str, tags: dict[str, str]) -> list[Any]:
+    """Runs of the experiment carrying every tag of ``tags`` (any status), oldest first."""
+    flt = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    return list(
+        client().search_runs(
+            [experiment_id], filter_string=flt, order_by=["attribute.start_time ASC"]
+        )
+    )
+
+
+def register_candidate(
+    name: str, run_id: str, artifact_path: str, alias: str, tags: dict[str, str], description: str
+) -> str:
+    """Register ``runs:/<run_id>/<artifact_path>`` as a new version of model ``name`` with
+    lineage ``tags`` and point ``alias`` at it; returns the version."""
+    from mlflow.exceptions import MlflowException
+
+    c = client()
+    try:
+        c.get_registered_model(name)
+    except MlflowException:
+        c.create_registered_model(
+            name, description="compressed candidates recommended by ecocompress optimize"
+        )
+    v = c.create_model_version(
+        name,
+        source=f"runs:/{run_id}/{artifact_path}",
+        run_id=run_id,
+        tags={k: str(val) for k, val in tags.items()},
+        description=description,
+    )
+    c.set_registered_model_alias(name, alias, v.version)
+    return str(v.version)

@@ -1,0 +1,352 @@
+"""The decision graph of ``optimize``: observe -> propose -> validate -> decide-stop.
+
+One invocation per iteration: the input is the last evaluated candidate (the
+observation); the output state holds the next proposal (the candidate's flow
+parameters) or the stop reason. The state - history, decisions, frontiers, spent
+budgets - lives in the checkpointer (SQLite for ``optimize``), keyed by thread id, so an
+interrupted search resumes where it stopped.
+
+    observe ──> propose ──> validate ──> decide_stop ──> END
+       │           ^            │ invalid llm answer: ask again with the error
+       │           └────────────┘
+       └── a budget is already spent ──────> decide_stop
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, Literal, TypedDict
+
+from pydantic import Field
+
+from agents.policies import (
+    AgentPolicy,
+    InvalidProposal,
+    LLMPolicy,
+    SearchView,
+    make_policy,
+    proposal,
+)
+from agents.space import Space
+from metrics.recommend import Constraints
+from metrics.types import parse_objectives
+from tasks.specs import Spec
+
+
+class SearchSettings(Spec):
+    """Everything a search decides with; stored in the checkpoint with the thread."""
+
+    policy: str = "agent"
+    sampler: str = "tpe"
+    seed: int = 0
+    space: dict[str, list] = Field(default_factory=dict)
+    objectives: str = "accuracy:max,latency_ms:min,memory_gb:min,energy_kwh:min"
+    weights: dict[str, float] = Field(default_factory=lambda: {"accuracy": 1.0})
+    accuracy_drop: float | None = None  # absolute (0.05 = 5 percentage points)
+    memory_limit_gb: float | None = None
+    latency_limit_ms: float | None = None
+    max_candidates: int | None = Field(None, ge=1)
+    max_minutes: float | None = Field(None, gt=0)
+    carbon_budget_kg: float | None = Field(None, gt=0)
+    # "emitted": CO2 this search emitted (cache hits cost nothing); "attributed": every
+    # evaluation counts at its recorded CO2, cached or not (studies comparing budgets)
+    carbon_accounting: Literal["emitted", "attributed"] = "emitted"
+    patience: int | None = Field(None, ge=1)  # stop when the frontier is unchanged this long
+    base_limit: int | None = None
+    max_limit: int | None = None  # close calls are re-evaluated up to this many items
+    z: float = Field(1.0, gt=0)
+    max_llm_attempts: int = Field(2, ge=1)
+
+
+class SearchState(TypedDict, total=False):
+    settings: dict[str, Any]
+    observation: dict[str, Any] | None
+    history: Annotated[list[dict[str, Any]], operator.add]
+    decisions: Annotated[list[dict[str, Any]], operator.add]
+    frontiers: Annotated[list[list[str]], operator.add]
+    proposal: dict[str, Any] | None
+    feedback: str | None
+    attempts: int
+    stop_reason: str | None
+    spent: dict[str, float]
+
+
+def view_of(settings: SearchSettings, history: list[dict[str, Any]]) -> SearchView:
+    return SearchView(
+        space=Space.from_dict(settings.space),
+        history=history,
+        objectives=parse_objectives(settings.objectives),
+        constraints=Constraints(
+            memory_limit_gb=settings.memory_limit_gb,
+            latency_limit_ms=settings.latency_limit_ms,
+            accuracy_drop=settings.accuracy_drop,
+        ),
+        weights=settings.weights,
+        seed=settings.seed,
+        base_limit=settings.base_limit,
+        max_limit=settings.max_limit,
+        z=settings.z,
+    )
+
+
+def state_summary(view: SearchView, spent: dict[str, float]) -> dict[str, Any]:
+    """What the proposer saw, recorded with each decision."""
+    ref = view.reference_row()
+    return {
+        "n_evaluations": len(view.history),
+        "n_candidates": len(view.latest()),
+        "frontier": sorted(r["candidate"] for r in view.frontier()),
+        "reference_accuracy": ref["accuracy"] if ref else None,
+        "spent": dict(spent),
+    }
+
+
+def _stop_reason(s: SearchSettings, state: SearchState, view: SearchView) -> str | None:
+    spent = state.get("spent") or {}
+    n = int(spent.get("evaluations", 0))
+    if s.max_candidates is not None and n >= s.max_candidates:
+        return f"candidate budget spent: {n} of {s.max_candidates} evaluations"
+    if s.max_minutes is not None and spent.get("seconds", 0.0) >= 60 * s.max_minutes:
+        return (
+            f"time budget spent: {spent['seconds'] / 60:.1f} of {s.max_minutes:g} minutes "
+            "of evaluation"
+        )
+    if s.carbon_budget_kg is not None and spent.get("co2_kg", 0.0) >= s.carbon_budget_kg:
+        what = "the search emitted" if s.carbon_accounting == "emitted" else "evaluations cost"
+        return (
+            f"carbon budget spent: {what} {spent['co2_kg']:.3g} of "
+            f"{s.carbon_budget_kg:g} kg CO2eq"
+        )
+    fronts = state.get("frontiers") or []
+    if s.patience is not None and len(fronts) > s.patience:
+        recent = fronts[-(s.patience + 1) :]
+        if all(f == recent[0] for f in recent):
+            feasible = [
+                r
+                for r in view.frontier()
+                if not view.constraints.violations(r) and view.verdict(r) != "bad"
+            ]
+            goals = (
+                s.memory_limit_gb is not None
+                or s.latency_limit_ms is not None
+                or s.accuracy_drop is not None
+            )
+            if goals and feasible:
+                return (
+                    f"goals met: {', '.join(sorted(r['candidate'] for r in feasible))} satisfy "
+                    f"the limits and the accuracy floor, and the frontier has not changed in "
+                    f"{s.patience} evaluations"
+                )
+            return f"no improvement: the frontier has not changed in {s.patience} evaluations"
+    if state.get("proposal") is None:
+        return None  # filled in by decide_stop with the proposer's reason
+    return None
+
+
+def build_graph(checkpointer: Any = None, chat_model: Any = None):
+    """Compile the decision graph. ``chat_model`` is needed by the ``llm`` policy only."""
+    from langgraph.graph import END, START, StateGraph
+
+    def settings_of(state: SearchState) -> SearchSettings:
+        return SearchSettings.model_validate(state["settings"])
+
+    def observe(state: SearchState) -> dict[str, Any]:
+        obs = state.get("observation")
+        out: dict[str, Any] = {
+            "observation": None,
+            "proposal": None,
+            "feedback": None,
+            "attempts": 0,
+        }
+        if not obs:
+            out["spent"] = state.get("spent") or {"evaluations": 0, "seconds": 0.0, "co2_kg": 0.0}
+            return out
+        spent = dict(state.get("spent") or {})
+        spent["evaluations"] = spent.get("evaluations", 0) + 1
+        spent["seconds"] = spent.get("seconds", 0.0) + float(obs.get("wall_s") or 0.0)
+        s = settings_of(state)
+        co2 = obs.get("emitted_co2_kg" if s.carbon_accounting == "emitted" else "co2_kg")
+        spent["co2_kg"] = spent.get("co2_kg", 0.0) + float(co2 or 0.0)
+        view = view_of(s, [*state.get("history", []), obs])
+        out.update(
+            history=[obs],
+            spent=spent,
+            frontiers=[sorted(r["key"] for r in view.frontier())],
+        )
+        return out
+
+    def propose(state: SearchState) -> dict[str, Any]:
+        s = settings_of(state)
+        view = view_of(s, state.get("history", []))
+        ref = view.space.reference()
+        if ref.canonical() not in view.tried():
+            return {
+                "proposal": proposal(
+                    ref,
+                    "reference",
+                    "the reference is evaluated first: the accuracy floor and the "
+                    "recommendation are measured against it",
+                    "reference",
+                    s.base_limit,
+                )
+            }
+        attempts = state.get("attempts", 0)
+        if s.policy == "llm":
+            if attempts < s.max_llm_attempts:
+                try:
+                    assert chat_model is not None, "policy llm needs a chat model"
+                    return {"proposal": LLMPolicy(chat_model).propose(view, state.get("feedback"))}
+                except InvalidProposal as exc:
+                    return _rejected(str(exc), attempts)
+            p = AgentPolicy().propose(view)
+            if p is not None:
+                p["reason"] = (
+                    f"fallback to agent after {attempts} invalid llm answers "
+                    f"(last: {state.get('feedback')}): {p['reason']}"
+                )
+            return {"proposal": p, "feedback": None}
+        return {"proposal": make_policy(s.policy, sampler=s.sampler).propose(view)}
+
+    def _rejected(reason: str, attempts: int) -> dict[str, Any]:
+        return {
+            "proposal": None,
+            "feedback": reason,
+            "attempts": attempts + 1,
+            "decisions": [{"event": "rejected", "policy": "llm", "reason": reason}],
+        }
+
+    def validate(state: SearchState) -> dict[str, Any]:
+        p = state.get("proposal")
+        if p is None:
+            return {}
+        s = settings_of(state)
+        view = view_of(s, state.get("history", []))
+        space = view.space
+        problem = None
+        try:
+            c = space.parse(p["key"])
+        except ValueError as exc:
+            problem = f"not a candidate spec: {exc}"
+        else:
+            if c not in space:
+                problem = f"{c.label} is outside the search space"
+            else:
+                done = view.latest().get(p["key"])
+                if done is not None:
+                    higher = p.get("kind") == "reevaluate" and (
+                        (p.get("limit") or 10**12) > (done.get("limit") or 10**12)
+                    )
+                    if not higher:
+                        problem = f"{c.label} was already evaluated"
+        if problem is None:
+            return {}
+        if p.get("policy") == "llm":
+            return _rejected(problem, state.get("attempts", 0))
+        # a built-in policy proposing an invalid candidate is a bug: record it, use the agent
+        alt = AgentPolicy().propose(view)
+        if alt is not None:
+            alt["reason"] = f"fallback to agent ({p.get('policy')}: {problem}): {alt['reason']}"
+        return {
+            "proposal": alt,
+            "decisions": [{"event": "rejected", "policy": p.get("policy"), "reason": problem}],
+        }
+
+    def after_observe(state: SearchState) -> str:
+        # a spent budget needs no proposal (an llm proposal costs a model call)
+        s = settings_of(state)
+        view = view_of(s, state.get("history", []))
+        return "decide_stop" if _stop_reason(s, state, view) else "propose"
+
+    def after_validate(state: SearchState) -> str:
+        s = settings_of(state)
+        if state.get("proposal") is None and state.get("feedback") and s.policy == "llm":
+            return "propose"
+        return "decide_stop"
+
+    def decide_stop(state: SearchState) -> dict[str, Any]:
+        s = settings_of(state)
+        view = view_of(s, state.get("history", []))
+        spent = state.get("spent") or {}
+        reason = _stop_reason(s, state, view)
+        p = state.get("proposal")
+        if reason is None and p is None:
+            reason = "no proposal can improve the frontier: " + (
+                "every candidate of the space was evaluated"
+                if len(view.tried()) >= len(view.space)
+                else f"policy {s.policy} has no candidate left to propose"
+            )
+        seen = state_summary(view, spent)
+        if reason is not None:
+            return {
+                "stop_reason": reason,
+                "proposal": None,
+                "decisions": [{"event": "stop", "reason": reason, "state_seen": seen}],
+            }
+        assert p is not None
+        return {
+            "decisions": [
+                {
+                    "event": "propose",
+                    "index": int(spent.get("evaluations", 0)),
+                    **p,
+                    "state_seen": seen,
+                }
+            ]
+        }
+
+    g = StateGraph(SearchState)
+    g.add_node("observe", observe)
+    g.add_node("propose", propose)
+    g.add_node("validate", validate)
+    g.add_node("decide_stop", decide_stop)
+    g.add_edge(START, "observe")
+    g.add_conditional_edges("observe", after_observe, ["propose", "decide_stop"])
+    g.add_edge("propose", "validate")
+    g.add_conditional_edges("validate", after_validate, ["propose", "decide_stop"])
+    g.add_edge("decide_stop", END)
+    return g.compile(checkpointer=checkpointer)
+
+
+def sqlite_checkpointer(path: str):
+    """LangGraph's SQLite checkpointer on ``path`` (created if missing)."""
+    import sqlite3
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    conn = sqlite3.connect(path, check_same_thread=False)
+    return SqliteSaver(conn)
+
+
+def run_search(graph: Any, thread_id: str, settings: SearchSettings, evaluate) -> dict[str, Any]:
+    """Drive the graph until it stops; ``evaluate(proposal, index)`` returns the observation.
+
+    Resumes the thread if its checkpoint exists (finishing an interrupted step first, then
+    evaluating the pending proposal), else starts it with ``settings``.
+
+    Raises:
+        ValueError: the thread exists with other settings.
+    """
+    config = {"configurable": {"thread_id": thread_id}, "recursion_limit": 50}
+    snap = graph.get_state(config)
+    if not snap.values:
+        graph.invoke({"settings": settings.model_dump(mode="json")}, config)
+    else:
+        stored = SearchSettings.model_validate(snap.values["settings"])
+        if stored.canonical() != settings.canonical():
+            diff = sorted(
+                k
+                for k, v in settings.model_dump(mode="json").items()
+                if stored.model_dump(mode="json").get(k) != v
+            )
+            raise ValueError(
+                f"thread {thread_id!r} was started with other settings ({', '.join(diff)} "
+                "differ): resume it with the same command, or start a new thread"
+            )
+        if snap.next:  # an invocation was interrupted between nodes: finish it
+            graph.invoke(None, config)
+    while True:
+        values = graph.get_state(config).values
+        if values.get("stop_reason"):
+            return values
+        obs = evaluate(values["proposal"], len(values.get("history", [])))
+        graph.invoke({"observation": obs}, config)

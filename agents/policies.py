@@ -1,0 +1,574 @@
+"""Search policies: given what has been evaluated, which candidate to evaluate next.
+
+Every policy is a pure function of the search's history (plus its seed), so a search
+resumed from a checkpoint makes exactly the decisions it would have made without the
+interruption, and a recorded grid can replay any policy (tests/perf/planner_replay.py).
+
+- ``agent``: the explicit, deterministic policy (``AgentPolicy``'s docstring lists its rules).
+- ``optuna``: Optuna's multi-objective TPE or NSGA-II sampler, rebuilt from the history.
+- ``random``: a seeded permutation of the space. ``grid``: the space in grid order.
+- ``llm``: a LangChain chat model proposes; see ``LLMPolicy``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.space import Space, candidate_from_fields, shape_of
+from metrics.recommend import Constraints
+from metrics.types import Objective
+from tasks.specs import CandidateSpec
+
+POLICIES = ("agent", "optuna", "random", "grid", "llm")
+
+
+def _lim(limit: int | None) -> float:
+    """Order of fidelities: ``None`` (the whole benchmark) is the largest."""
+    return math.inf if limit is None else float(limit)
+
+
+def proposal(
+    c: CandidateSpec, policy: str, reason: str, kind: str, limit: int | None
+) -> dict[str, Any]:
+    return {
+        "key": c.canonical(),
+        "label": c.label,
+        "limit": limit,
+        "policy": policy,
+        "reason": reason,
+        "kind": kind,
+    }
+
+
+@dataclass
+class SearchView:
+    """What a policy sees: the space, every observation so far and the goals."""
+
+    space: Space
+    history: list[dict[str, Any]]
+    objectives: list[Objective]
+    constraints: Constraints = field(default_factory=Constraints)
+    weights: Mapping[str, float] = field(default_factory=lambda: {"accuracy": 1.0})
+    seed: int = 0
+    base_limit: int | None = None
+    max_limit: int | None = None  # re-evaluate close calls up to this many items; None: never
+    z: float = 1.0  # standard errors that make a difference "beyond noise"
+
+    def latest(self) -> dict[str, dict[str, Any]]:
+        """Per candidate, the observation at the highest fidelity (latest on ties)."""
+        out: dict[str, dict[str, Any]] = {}
+        for row in self.history:
+            k = row["key"]
+            if k not in out or _lim(row.get("limit")) >= _lim(out[k].get("limit")):
+                out[k] = row
+        return out
+
+    def tried(self) -> set[str]:
+        return {r["key"] for r in self.history}
+
+    def ok_rows(self) -> list[dict[str, Any]]:
+        return [r for r in self.latest().values() if r.get("status") == "ok"]
+
+    def reference_row(self) -> dict[str, Any] | None:
+        r = self.latest().get(self.space.reference().canonical())
+        return r if r is not None and r.get("status") == "ok" else None
+
+    def frontier(self) -> list[dict[str, Any]]:
+        """Ok rows on the Pareto front of the objectives."""
+        import pandas as pd
+
+        from metrics.pareto import pareto_front
+
+        rows = self.ok_rows()
+        if not rows:
+            return []
+        usable = [r for r in rows if all(_finite(r.get(o.name)) for o in self.objectives)]
+        if not usable:
+            return []
+        front = pareto_front(pd.DataFrame(usable), self.objectives)
+        return [r for r, on in zip(usable, front["on_front"], strict=True) if on]
+
+    def score(self, row: dict[str, Any]) -> float:
+        """Weighted score in [0, 1] (1 = best) normalised over the ok rows."""
+        from metrics.types import DEFAULT_DIRECTIONS
+
+        rows = self.ok_rows()
+        s = 0.0
+        for col, w in self.weights.items():
+            vals = [float(r[col]) for r in rows if _finite(r.get(col))]
+            if not vals or not _finite(row.get(col)):
+                continue
+            lo, hi = min(vals), max(vals)
+            g = 1.0 if hi == lo else (float(row[col]) - lo) / (hi - lo)
+            s += w * (1 - g if DEFAULT_DIRECTIONS.get(col, "max") == "min" else g)
+        return s
+
+    def verdict(self, row: dict[str, Any]) -> str:
+        """``ok``, ``bad`` or ``close``: the candidate's accuracy against the floor
+        (reference - accuracy drop), beyond noise or within ``z`` standard errors."""
+        ref = self.reference_row()
+        drop = self.constraints.accuracy_drop
+        if ref is None or drop is None or row["key"] == ref["key"]:
+            return "ok"
+        floor = ref["accuracy"] - drop
+        se = math.hypot(_se(row), _se(ref))
+        gap = row["accuracy"] - floor
+        if gap >= self.z * se:
+            return "ok"
+        if gap < -self.z * se:
+            return "bad"
+        return "close"
+
+    def can_reevaluate(self, row: dict[str, Any]) -> bool:
+        return self.max_limit is not None and _lim(row.get("limit")) < self.max_limit
+
+    def next_limit(self, row: dict[str, Any]) -> int:
+        assert self.max_limit is not None
+        return min(self.max_limit, 2 * int(row.get("limit") or self.max_limit))
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _se(row: dict[str, Any]) -> float:
+    v = row.get("accuracy_stderr")
+    return float(v) if _finite(v) else 0.0
+
+
+class Policy:
+    name = "policy"
+
+    def propose(self, view: SearchView) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+
+class GridPolicy(Policy):
+    """The static sweep: the space in grid order."""
+
+    name = "grid"
+
+    def propose(self, view: SearchView) -> dict[str, Any] | None:
+        tried = view.tried()
+        for i, c in enumerate(view.space.candidates):
+            if c.canonical() not in tried:
+                return proposal(c, self.name, f"grid position {i + 1}", "explore", view.base_limit)
+        return None
+
+
+class RandomPolicy(Policy):
+    """A static random order: a permutation of the space fixed by the seed."""
+
+    name = "random"
+
+    def propose(self, view: SearchView) -> dict[str, Any] | None:
+        order = list(view.space.candidates)
+        random.Random(view.seed).shuffle(order)
+        tried = view.tried()
+        for i, c in enumerate(order):
+            if c.canonical() not in tried:
+                return proposal(
+                    c,
+                    self.name,
+                    f"position {i + 1} of the seed-{view.seed} permutation",
+                    "explore",
+                    view.base_limit,
+                )
+        return None
+
+
+class AgentPolicy(Policy):
+    """The deterministic agent. Rules, in order of priority:
+
+    1. Close calls first: a candidate whose accuracy is within ``z`` standard errors of
+       the floor (reference accuracy - ``--accuracy-drop``) is re-evaluated with twice the
+       items (up to ``max_limit``) before it is trusted either way.
+    2. Push: from each acceptable frontier candidate, best weighted score first, take one
+       step more aggressive along one axis (bits, then pruning method, then sparsity /
+       pattern).
+    3. Back off: from a candidate that lost too much accuracy, take one step milder.
+    4. Lateral: from frontier candidates, another pruning method or 8-bit backend at the
+       same rung.
+
+    Never proposes a candidate already evaluated; never one that compresses at least as
+    hard as a candidate that lost too much accuracy (same method); never one whose
+    quantization already broke a memory or latency limit (pruning keeps dense storage,
+    so it does not lower either).
+    """
+
+    name = "agent"
+
+    def propose(self, view: SearchView) -> dict[str, Any] | None:
+        space = view.space
+        tried = view.tried()
+        latest = view.latest()
+        ok = view.ok_rows()
+        bad = [r for r in ok if view.verdict(r) == "bad"]
+
+        # 1. close calls
+        for r in sorted(ok, key=lambda r: space.index(space.parse(r["key"]))):
+            if view.verdict(r) == "close" and view.can_reevaluate(r):
+                ref = view.reference_row()
+                assert ref is not None
+                return proposal(
+                    space.parse(r["key"]),
+                    self.name,
+                    f"close call: accuracy {r['accuracy']:.3f} ± {_se(r):.3f} is within "
+                    f"{view.z:g} stderr of the floor {ref['accuracy'] - view.constraints.accuracy_drop:.3f}; "
+                    f"re-evaluate on {view.next_limit(r)} items before trusting it",
+                    "reevaluate",
+                    view.next_limit(r),
+                )
+
+        blocked = self._blocked(view, bad)
+
+        def usable(c: CandidateSpec) -> str | None:
+            k = c.canonical()
+            if k in tried:
+                return None
+            return None if k in blocked else k
+
+        acceptable = [r for r in view.frontier() if view.verdict(r) != "bad"]
+        acceptable.sort(key=lambda r: (-view.score(r), space.index(space.parse(r["key"]))))
+
+        # 2. push from the acceptable frontier
+        for r in acceptable:
+            for m in space.moves(space.parse(r["key"])):
+                if m.kind == "push" and usable(m.dst):
+                    return proposal(
+                        m.dst,
+                        self.name,
+                        f"push {m.axis} from frontier candidate {r['candidate']} "
+                        f"(accuracy {r['accuracy']:.3f}{self._within(view, r)})",
+                        "push",
+                        view.base_limit,
+                    )
+        # 3. back off from candidates that lost too much accuracy, newest first
+        for r in reversed([r for r in view.history if r["key"] in {b["key"] for b in bad}]):
+            for m in space.moves(space.parse(r["key"])):
+                if m.kind == "back" and usable(m.dst):
+                    return proposal(
+                        m.dst,
+                        self.name,
+                        f"back off: {r['candidate']} fell below the accuracy floor "
+                        f"({r['accuracy']:.3f}); milder {m.axis}",
+                        "back-off",
+                        view.base_limit,
+                    )
+        # 4. lateral moves (and remaining milder steps) around the acceptable frontier
+        for r in acceptable:
+            for m in space.moves(space.parse(r["key"])):
+                if m.kind != "push" and usable(m.dst):
+                    return proposal(
+                        m.dst,
+                        self.name,
+                        f"{m.kind} {m.axis} from frontier candidate {r['candidate']}",
+                        m.kind,
+                        view.base_limit,
+                    )
+        del latest
+        return None
+
+    @staticmethod
+    def _within(view: SearchView, r: dict[str, Any]) -> str:
+        ref = view.reference_row()
+        if ref is None or view.constraints.accuracy_drop is None or r["key"] == ref["key"]:
+            return ""
+        return (
+            f", within {view.constraints.accuracy_drop * 100:g} pp of the reference "
+            f"{ref['accuracy']:.3f}"
+        )
+
+    @staticmethod
+    def _blocked(view: SearchView, bad: list[dict[str, Any]]) -> dict[str, str]:
+        """Untried candidates the agent will not propose, with why."""
+        space = view.space
+        out: dict[str, str] = {}
+        c = view.constraints
+        over = [
+            r
+            for r in view.ok_rows()
+            if (c.memory_limit_gb is not None and r["memory_gb"] > c.memory_limit_gb)
+            or (c.latency_limit_ms is not None and r["latency_ms"] > c.latency_limit_ms)
+        ]
+        for cand in space.candidates:
+            k = cand.canonical()
+            for b in bad:
+                if space.at_least_as_aggressive(cand, space.parse(b["key"])):
+                    out[k] = f"compresses at least as hard as {b['candidate']}"
+                    break
+            else:
+                for r in over:
+                    q = space.parse(r["key"]).quant
+                    if cand.quant.canonical() == q.canonical():
+                        out[k] = f"same quantization as {r['candidate']}, over a limit"
+                        break
+        return out
+
+
+class OptunaPolicy(Policy):
+    """Optuna's multi-objective sampler (TPE by default, or NSGA-II) over the axes.
+
+    The study is rebuilt from the history at every call (so the proposal is a function of
+    history and seed), then asked for a trial. A trial that maps to an evaluated candidate
+    is told that candidate's values and asked again; after 100 such asks, the first untried
+    candidate of a seeded permutation is taken (and the reason says so).
+    """
+
+    name = "optuna"
+
+    def __init__(self, sampler: str = "tpe") -> None:
+        if sampler not in ("tpe", "nsga2"):
+            raise ValueError(f"optuna sampler {sampler!r}: allowed tpe, nsga2")
+        self.sampler = sampler
+
+    def _study(self, view: SearchView):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        n = len(view.space)
+        if self.sampler == "tpe":
+            sampler = optuna.samplers.TPESampler(
+                seed=view.seed, n_startup_trials=min(10, max(3, n // 4))
+            )
+        else:
+            sampler = optuna.samplers.NSGAIISampler(seed=view.seed, population_size=max(4, n // 4))
+        return optuna.create_study(
+            directions=[
+                "maximize" if o.direction == "max" else "minimize" for o in view.objectives
+            ],
+            sampler=sampler,
+        )
+
+    def _distributions(self, space: Space) -> dict[str, Any]:
+        from optuna.distributions import CategoricalDistribution
+
+        shapes = sorted({shape_of(c.prune) for c in space.candidates if c.prune.method != "none"})
+        d = {
+            "bits": CategoricalDistribution(sorted({c.quant.bits for c in space.candidates})),
+            "method": CategoricalDistribution(sorted({c.prune.method for c in space.candidates})),
+        }
+        if shapes:
+            d["shape"] = CategoricalDistribution(shapes)
+        backends = sorted({c.quant.backend for c in space.candidates if c.quant.bits == 8})
+        if len(backends) > 1:
+            d["backend"] = CategoricalDistribution(backends)
+        return d
+
+    @staticmethod
+    def _to_candidate(space: Space, p: dict[str, Any]) -> CandidateSpec | None:
+        shape = p.get("shape", "dense")
+        if shape == "dense" or ":" in str(shape):
+            sparsity, pattern = 0.5, ("unstructured" if shape == "dense" else shape)
+        else:
+            sparsity, pattern = float(shape), "unstructured"
+        try:
+            c = candidate_from_fields(
+                int(p["bits"]), p["method"], sparsity, pattern, p.get("backend", "bitsandbytes")
+            )
+        except ValueError:
+            return None
+        return c if c in space else None
+
+    @staticmethod
+    def _params(space: Space, c: CandidateSpec, dists: dict[str, Any]) -> dict[str, Any]:
+        p: dict[str, Any] = {"bits": c.quant.bits, "method": c.prune.method}
+        if "shape" in dists:
+            s = shape_of(c.prune)
+            p["shape"] = s if s in dists["shape"].choices else dists["shape"].choices[0]
+        if "backend" in dists:
+            b = c.quant.backend
+            p["backend"] = b if b in dists["backend"].choices else dists["backend"].choices[0]
+        return p
+
+    def propose(self, view: SearchView) -> dict[str, Any] | None:
+        import optuna
+        from optuna.trial import TrialState, create_trial
+
+        space = view.space
+        latest = view.latest()
+        untried = [c for c in space.candidates if c.canonical() not in latest]
+        if not untried:
+            return None
+        study = self._study(view)
+        dists = self._distributions(space)
+
+        def values(row: dict[str, Any]) -> list[float] | None:
+            if row.get("status") != "ok":
+                return None
+            v = [row.get(o.name) for o in view.objectives]
+            return [float(x) for x in v] if all(_finite(x) for x in v) else None
+
+        for row in view.history:  # in evaluation order, as the sampler saw them
+            c = space.parse(row["key"])
+            vals = values(latest[row["key"]])
+            study.add_trial(
+                create_trial(
+                    params=self._params(space, c, dists),
+                    distributions=dists,
+                    values=vals,
+                    state=TrialState.COMPLETE if vals is not None else TrialState.FAIL,
+                )
+            )
+        for _ in range(100):
+            trial = study.ask(dists)
+            c = self._to_candidate(space, trial.params)
+            if c is None:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                continue
+            k = c.canonical()
+            if k not in latest:
+                return proposal(
+                    c,
+                    self.name,
+                    f"optuna {self.sampler} sampler (seed {view.seed}) after "
+                    f"{len(view.history)} observations",
+                    "explore",
+                    view.base_limit,
+                )
+            vals = values(latest[k])
+            if vals is None:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                study.tell(trial, vals)
+        order = list(untried)
+        random.Random(view.seed).shuffle(order)
+        return proposal(
+            order[0],
+            self.name,
+            "optuna proposed only evaluated candidates in 100 asks; first untried of a "
+            f"seed-{view.seed} permutation",
+            "explore",
+            view.base_limit,
+        )
+
+
+class InvalidProposal(ValueError):
+    """A proposal that cannot be used, with the reason shown to the proposer."""
+
+
+LLM_FIELDS = ("bits", "method", "sparsity", "pattern", "backend", "reason")
+
+
+class LLMPolicy(Policy):
+    """A LangChain chat model proposes the next candidate as JSON.
+
+    The answer must hold one JSON object with ``bits``, ``method``, ``sparsity``,
+    ``pattern`` (and optionally ``backend``, ``reason``). Parsing errors raise
+    ``InvalidProposal``; the graph shows the error to the model and asks again, and falls
+    back to the ``agent`` policy (logging why) when the answers stay invalid.
+    """
+
+    name = "llm"
+
+    def __init__(self, chat_model: Any) -> None:
+        self.chat_model = chat_model
+
+    def prompt(self, view: SearchView, feedback: str | None) -> list[tuple[str, str]]:
+        space = view.space
+        rows = []
+        for r in view.latest().values():
+            c = space.parse(r["key"])
+            rows.append(
+                {
+                    "bits": c.quant.bits,
+                    "backend": c.quant.backend,
+                    "method": c.prune.method,
+                    "sparsity": c.prune.sparsity,
+                    "pattern": c.prune.pattern,
+                    "status": r.get("status"),
+                    **{
+                        k: r.get(k)
+                        for k in (
+                            "accuracy",
+                            "accuracy_stderr",
+                            "memory_gb",
+                            "latency_ms",
+                            "energy_kwh",
+                        )
+                    },
+                }
+            )
+        cons = view.constraints
+        goals = {
+            "objectives": [str(o) for o in view.objectives],
+            "weights": dict(view.weights),
+            "accuracy_drop": cons.accuracy_drop,
+            "memory_limit_gb": cons.memory_limit_gb,
+            "latency_limit_ms": cons.latency_limit_ms,
+        }
+        sys_msg = (
+            "You choose the next compression candidate of a language model to evaluate. "
+            "Answer with exactly one JSON object with keys bits, method, sparsity, pattern, "
+            "backend and reason. Choose a candidate of the space that has not been evaluated."
+        )
+        user = (
+            f"Space: {json.dumps(space.as_dict())}\nGoals: {json.dumps(goals)}\n"
+            f"Evaluated: {json.dumps(rows, default=str)}\n"
+            f"Frontier: {json.dumps([r['candidate'] for r in view.frontier()])}"
+        )
+        if feedback:
+            user += f"\nYour previous answer was rejected: {feedback}"
+        return [("system", sys_msg), ("human", user)]
+
+    def propose(self, view: SearchView, feedback: str | None = None) -> dict[str, Any] | None:
+        msg = self.chat_model.invoke(self.prompt(view, feedback))
+        text = getattr(msg, "content", msg)
+        if not isinstance(text, str):
+            text = json.dumps(text)
+        return parse_llm_answer(text, view)
+
+
+def parse_llm_answer(text: str, view: SearchView) -> dict[str, Any]:
+    """Turn a chat model's answer into a proposal, or raise ``InvalidProposal``."""
+    m = re.search(r"\{.*\}", text, flags=re.S)
+    if not m:
+        raise InvalidProposal(f"no JSON object in the answer {text[:120]!r}")
+    try:
+        obj = json.loads(m.group(0))
+    except json.JSONDecodeError as exc:
+        raise InvalidProposal(f"answer is not valid JSON ({exc.msg})") from None
+    if not isinstance(obj, dict):
+        raise InvalidProposal("answer is not a JSON object")
+    missing = [k for k in ("bits", "method") if k not in obj]
+    if missing:
+        raise InvalidProposal(f"answer lacks {', '.join(missing)}")
+    try:
+        c = candidate_from_fields(
+            int(obj["bits"]),
+            str(obj["method"]),
+            float(obj.get("sparsity", 0.0) or 0.0),
+            str(obj.get("pattern", "unstructured") or "unstructured"),
+            str(obj.get("backend", "bitsandbytes") or "bitsandbytes"),
+        )
+    except (ValueError, TypeError) as exc:
+        raise InvalidProposal(
+            f"answer is not a valid candidate: {str(exc).splitlines()[0]}"
+        ) from None
+    reason = str(obj.get("reason", "")).strip()[:300] or "(no reason given)"
+    return proposal(c, "llm", reason, "explore", view.base_limit)
+
+
+def make_policy(name: str, *, sampler: str = "tpe", chat_model: Any = None) -> Policy:
+    if name == "agent":
+        return AgentPolicy()
+    if name == "grid":
+        return GridPolicy()
+    if name == "random":
+        return RandomPolicy()
+    if name == "optuna":
+        return OptunaPolicy(sampler)
+    if name == "llm":
+        if chat_model is None:
+            raise ValueError("policy llm needs a chat model")
+        return LLMPolicy(chat_model)
+    raise ValueError(f"unknown policy {name!r}: allowed {', '.join(POLICIES)}")

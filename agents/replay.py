@@ -1,0 +1,86 @@
+"""Replay a search policy on a recorded grid: the decision graph proposes, the recorded
+row of the proposed candidate is returned instead of running it. Used by the planner
+benchmark (tests/perf/planner_replay.py) and ``ecocompress study rq1 --replay``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from agents.graph import SearchSettings, build_graph, run_search
+from agents.space import Space
+from tasks.errors import UserError
+
+
+def load_grid(path: str | Path) -> tuple[dict[str, Any], Space, dict[str, dict[str, Any]]]:
+    """The fixture, its space, and its rows keyed by canonical candidate spec.
+
+    Raises:
+        UserError: unreadable fixture, or a candidate of the space without a row.
+    """
+    try:
+        fx = json.loads(Path(path).read_text())
+        g = fx["grid"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"grid fixture {path}: cannot read it ({exc})") from None
+    space = Space(
+        bits=tuple(int(b) for b in g["bits"].split(",")),
+        prune=tuple(g["prune"].split(",")),
+        sparsity=tuple(float(s) for s in g["sparsity"].split(",")),
+        pattern=tuple(g["pattern"].split(",")),
+    )
+    by_label = {c.label: c for c in space.candidates}
+    rows: dict[str, dict[str, Any]] = {}
+    for r in fx["rows"]:
+        c = by_label.get(r["candidate"])
+        if c is None:
+            raise UserError(f"grid fixture {path}: row {r['candidate']!r} is not in its grid")
+        rows[c.canonical()] = {**r, "key": c.canonical(), "wall_s": 0.0, "emitted_co2_kg": 0.0}
+    missing = [c.label for c in space.candidates if c.canonical() not in rows]
+    if missing:
+        raise UserError(f"grid fixture {path}: no row for {', '.join(missing)}")
+    return fx, space, rows
+
+
+def replay(
+    space: Space,
+    rows: dict[str, dict[str, Any]],
+    policy: str,
+    *,
+    sampler: str = "tpe",
+    seed: int = 0,
+    objectives: str,
+    accuracy_drop: float | None,
+    max_candidates: int | None = None,
+) -> dict[str, Any]:
+    """Run ``policy`` through the decision graph on the recorded rows; final graph state."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    settings = SearchSettings(
+        policy=policy,
+        sampler=sampler,
+        seed=seed,
+        space=space.as_dict(),
+        objectives=objectives,
+        accuracy_drop=accuracy_drop,
+        max_candidates=max_candidates or len(space),
+    )
+    return run_search(
+        build_graph(InMemorySaver()),
+        f"replay-{policy}-{sampler}-{seed}",
+        settings,
+        lambda p, i: rows[p["key"]],
+    )
+
+
+def hv_curve(history: list[dict[str, Any]], objectives: list, bounds: dict) -> list[float]:
+    """Hypervolume of the first n evaluations, n = 1..len(history), on fixed bounds."""
+    import pandas as pd
+
+    from metrics.pareto import hypervolume
+
+    out = []
+    for n in range(1, len(history) + 1):
+        out.append(hypervolume(pd.DataFrame(history[:n]), objectives, bounds=bounds))
+    return out

@@ -1,0 +1,350 @@
+"""The optimize flow: a LangGraph node chooses the next candidate, Prefect runs it through
+the sweep's cached tasks, the frontier is updated; repeat until a budget or goal stops it.
+
+Resuming: the decision graph's state is checkpointed in SQLite under
+``$ECOCOMPRESS_HOME/agent/`` per thread id, every finished step is in the task caches,
+and the parent and child MLflow runs carry the thread id and evaluation index, so a
+command killed mid-candidate and re-run with the same ``--thread-id`` re-opens its own
+runs and re-executes only the steps that had not finished.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from agents.graph import SearchSettings, build_graph, run_search, sqlite_checkpointer, view_of
+from flows.candidate import evaluate_candidate
+from flows.params import RunParams
+from flows.sweep import _objectives, finish, open_context
+from metrics.recommend import PROFILES, Constraints
+from tasks.artifacts import home
+from tasks.errors import UserError
+from tasks.specs import CandidateSpec
+
+
+def checkpoint_path() -> Path:
+    d = home() / "agent"
+    d.mkdir(parents=True, exist_ok=True)
+    return d / "checkpoints.sqlite"
+
+
+def load_chat_model(spec: str | None) -> Any:
+    """``python:pkg.module:factory`` (a callable returning a LangChain chat model) or
+    ``provider:model`` for ``langchain.chat_models.init_chat_model`` (extra ``llm``)."""
+    if not spec:
+        raise UserError("policy llm needs --llm: provider:model or python:pkg.module:factory")
+    if spec.startswith("python:"):
+        import importlib
+
+        mod, _, attr = spec[len("python:") :].partition(":")
+        try:
+            return getattr(importlib.import_module(mod), attr)()
+        except (ImportError, AttributeError) as exc:
+            raise UserError(f"--llm {spec!r}: cannot load the factory ({exc})") from None
+    try:
+        from langchain.chat_models import init_chat_model
+    except ImportError:
+        raise UserError(
+            "--llm provider:model needs the optional extra: pip install 'ecocompress[llm]'"
+        ) from None
+    return init_chat_model(spec)
+
+
+def check_thread(graph: Any, thread_id: str, settings: SearchSettings) -> bool:
+    """True when the thread exists (a resume); raise if it was started differently."""
+    snap = graph.get_state({"configurable": {"thread_id": thread_id}})
+    if not snap.values:
+        return False
+    stored = SearchSettings.model_validate(snap.values["settings"])
+    if stored.canonical() != settings.canonical():
+        a, b = stored.model_dump(mode="json"), settings.model_dump(mode="json")
+        diff = sorted(k for k in b if a.get(k) != b[k])
+        raise UserError(
+            f"thread {thread_id!r} was started with other settings ({', '.join(diff)} differ): "
+            "resume it with the same command, or pass a new --thread-id"
+        )
+    return True
+
+
+def _latest_rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per candidate: its highest-fidelity observation, in first-seen order."""
+    order: list[str] = []
+    best: dict[str, dict[str, Any]] = {}
+    for r in history:
+        k = r["key"]
+        if k not in best:
+            order.append(k)
+            best[k] = r
+        elif (r.get("limit") or 10**12) >= (best[k].get("limit") or 10**12):
+            best[k] = r
+    return [best[k] for k in order]
+
+
+@flow(name="ecocompress-optimize", log_prints=False)
+def optimize_flow(
+    params: RunParams,
+    settings: SearchSettings,
+    thread_id: str,
+    profile: str | None = None,
+    register: bool = True,
+    llm: str | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Search the space with ``settings.policy`` until a stop condition holds.
+
+    Returns the sweep summary (rows of every candidate, frontier, hypervolume) plus the
+    stop reason, the decisions, the recommendation and the registered model version.
+    """
+    from metrics import tracking
+    from metrics.carbon import co2_kg
+
+    graph = build_graph(
+        sqlite_checkpointer(str(checkpoint_path())),
+        chat_model=load_chat_model(llm) if settings.policy == "llm" else None,
+    )
+    resumed = check_thread(graph, thread_id, settings)
+    objectives = _objectives(params)
+    ctx = open_context(
+        params,
+        "optimize",
+        f"optimize-{settings.policy}",
+        quiet=quiet,
+        total=settings.max_candidates,
+        extra_params={
+            "policy": settings.policy,
+            "search_settings": settings.canonical()[:6000],
+            "profile": profile or "none",
+        },
+        resume_tags={"optimize_thread_id": thread_id, "command": "optimize"},
+    )
+    if resumed:
+        ctx.progress.note(f"resuming thread {thread_id}")
+
+    def evaluate(prop: dict[str, Any], index: int) -> dict[str, Any]:
+        cand = CandidateSpec.model_validate_json(prop["key"])
+        values = graph.get_state({"configurable": {"thread_id": thread_id}}).values
+        seen = next(
+            (
+                d.get("state_seen")
+                for d in reversed(values.get("decisions", []))
+                if d.get("event") == "propose"
+            ),
+            None,
+        )
+        tags = {
+            "optimize_thread_id": thread_id,
+            "evaluation_index": str(index),
+            "proposed_by": prop["policy"],
+            "decision_kind": prop["kind"],
+            "decision_reason": prop["reason"][:4000],
+            "decision_state": json.dumps(seen, default=str)[:4000],
+        }
+        prior = [
+            r
+            for r in tracking.find_runs(
+                ctx.experiment_id,
+                {"optimize_thread_id": thread_id, "evaluation_index": str(index)},
+            )
+            if r.data.tags.get("mlflow.parentRunId") == ctx.parent_run_id
+        ]
+        ctx.progress.start_candidate(f"{cand.label}  [{prop['policy']}: {prop['kind']}]")
+        e0, t0 = ctx.energy_spent_kwh, time.perf_counter()
+        row = evaluate_candidate(
+            ctx,
+            cand,
+            limit=prop["limit"],
+            run_id=prior[0].info.run_id if prior else None,
+            tags=tags,
+        )
+        row.update(
+            key=prop["key"],
+            limit=prop["limit"],
+            wall_s=time.perf_counter() - t0,
+            emitted_co2_kg=co2_kg(ctx.energy_spent_kwh - e0, ctx.intensity_g_per_kwh) or 0.0,
+            policy=prop["policy"],
+            evaluation_index=index,
+        )
+        return json.loads(json.dumps(row, default=str))
+
+    try:
+        values = run_search(graph, thread_id, settings, evaluate)
+        rows = _latest_rows(values.get("history", []))
+        summary = finish(ctx, rows, objectives)
+        out = _conclude(ctx, values, rows, settings, profile, register, thread_id)
+    except KeyboardInterrupt:
+        tracking.end_run(ctx.parent_run_id, "KILLED")
+        raise
+    except BaseException:
+        tracking.end_run(ctx.parent_run_id, "FAILED")
+        raise
+    summary.update(out)
+    summary["search_co2_kg"] = co2_kg(ctx.energy_spent_kwh, ctx.intensity_g_per_kwh)
+    tracking.log_metrics(
+        ctx.parent_run_id,
+        {
+            "search_energy_kwh": ctx.energy_spent_kwh,
+            "search_co2_kg": summary["search_co2_kg"],
+            "search_co2_kg_all_sessions": values["spent"].get("co2_kg", 0.0),
+            "evaluations": float(values["spent"].get("evaluations", 0)),
+        },
+    )
+    tracking.end_run(ctx.parent_run_id, "FINISHED" if summary["n_ok"] else "FAILED")
+    return summary
+
+
+def _conclude(
+    ctx: Any,
+    values: dict[str, Any],
+    rows: list[dict[str, Any]],
+    settings: SearchSettings,
+    profile: str | None,
+    register: bool,
+    thread_id: str,
+) -> dict[str, Any]:
+    """Log decisions.json and the recommendation; register the recommended candidate."""
+    import pandas as pd
+
+    from metrics import tracking
+    from metrics.recommend import recommend
+
+    view = view_of(settings, values.get("history", []))
+    ref = view.reference_row()
+    constraints = Constraints(
+        memory_limit_gb=settings.memory_limit_gb,
+        latency_limit_ms=settings.latency_limit_ms,
+        accuracy_drop=settings.accuracy_drop,
+        reference_accuracy=ref["accuracy"] if ref else None,
+    )
+    ok = [r for r in rows if r.get("status") == "ok"]
+    rec = recommend(pd.DataFrame(ok), settings.weights, constraints) if ok else None
+    rec_dict = (
+        {
+            "candidate": rec.label,
+            "reason": rec.reason,
+            "weights": settings.weights,
+            "profile": profile,
+            "alias": profile or settings_alias(settings),
+            "constraints": {
+                "memory_limit_gb": settings.memory_limit_gb,
+                "latency_limit_ms": settings.latency_limit_ms,
+                "accuracy_drop": settings.accuracy_drop,
+                "reference_accuracy": constraints.reference_accuracy,
+            },
+            "ranking": rec.ranking,
+            "infeasible": rec.infeasible,
+        }
+        if rec
+        else {"candidate": None, "reason": "no candidate finished"}
+    )
+    tracking.log_dict(
+        ctx.parent_run_id,
+        {
+            "thread_id": thread_id,
+            "policy": settings.policy,
+            "settings": settings.model_dump(mode="json"),
+            "stop_reason": values.get("stop_reason"),
+            "spent": values.get("spent"),
+            "decisions": values.get("decisions", []),
+        },
+        "decisions.json",
+    )
+    tracking.log_dict(ctx.parent_run_id, rec_dict, "recommendation.json")
+    tracking.set_tags(
+        ctx.parent_run_id,
+        {
+            "stop_reason": str(values.get("stop_reason"))[:4000],
+            "recommended": str(rec_dict["candidate"]),
+        },
+    )
+    version = None
+    if register and rec is not None and rec.row is not None:
+        version = _register(ctx, rec.row, rec_dict, profile)
+    return {
+        "stop_reason": values.get("stop_reason"),
+        "decisions": values.get("decisions", []),
+        "recommendation": rec_dict,
+        "registered_version": version,
+        "thread_id": thread_id,
+        "evaluations": int(values["spent"].get("evaluations", 0)),
+        "history": values.get("history", []),
+        "spent": values.get("spent", {}),
+    }
+
+
+def settings_alias(settings: SearchSettings) -> str:
+    """The registry alias when no profile was named: ``balanced`` for its default weights."""
+    return "balanced" if dict(settings.weights) == dict(PROFILES["balanced"].weights) else "custom"
+
+
+def registered_name(ctx: Any) -> str:
+    import re
+
+    base = ctx.params.experiment or Path(ctx.reference.model_name).name
+    return "ecocompress-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-")
+
+
+def _register(ctx: Any, row: dict[str, Any], rec: dict[str, Any], profile: str | None) -> str:
+    """Log the candidate's recipe on its run and register it with lineage and alias."""
+    from metrics import tracking
+
+    cand = CandidateSpec.model_validate_json(row["key"])
+    ref = ctx.reference
+    recipe = {
+        "candidate": cand.label,
+        "reference": {
+            "model": ctx.params.model,
+            "model_name": ref.model_name,
+            "revision": ref.revision,
+            "content_hash": ref.content_hash,
+        },
+        "prune_spec": json.loads(cand.prune.canonical()),
+        "quant_spec": json.loads(cand.quant.canonical()),
+        "candidate_id": row.get("candidate_id"),
+        "recommendation": {k: rec[k] for k in ("reason", "weights", "profile", "constraints")},
+        "rebuild": (
+            f"ecocompress evaluate --model {ctx.params.model} --bits {cand.quant.bits} "
+            f"--quant-backend {cand.quant.backend if cand.quant.backend != 'none' else 'bitsandbytes'} "
+            f"--prune {cand.prune.method} --sparsity {cand.prune.sparsity:g} "
+            f"--pattern {cand.prune.pattern}"
+        ),
+    }
+    tracking.log_dict(row["run_id"], recipe, "candidate/recipe.json")
+    alias = profile or rec.get("alias") or "custom"
+    return tracking.register_candidate(
+        registered_name(ctx),
+        row["run_id"],
+        "candidate",
+        alias,
+        tags={
+            "reference_content_hash": ref.content_hash,
+            "reference_model": ctx.params.model,
+            "prune_spec": cand.prune.canonical(),
+            "quant_spec": cand.quant.canonical(),
+            "candidate_id": row.get("candidate_id"),
+            "candidate": cand.label,
+            "profile": alias,
+        },
+        description=f"{cand.label}: {rec['reason']}",
+    )
+
+
+def resolve_goals(
+    profile: str | None,
+    weights: dict[str, float] | None,
+    memory_limit_gb: float | None,
+    latency_limit_ms: float | None,
+) -> tuple[dict[str, float], float | None, float | None]:
+    """Weights and limits from the profile, overridden by what the user gave."""
+    if profile is not None and profile not in PROFILES:
+        raise UserError(f"unknown profile {profile!r}: allowed {', '.join(PROFILES)}")
+    p = PROFILES[profile] if profile else PROFILES["balanced"]
+    return (
+        dict(weights) if weights else dict(p.weights),
+        memory_limit_gb if memory_limit_gb is not None else p.memory_limit_gb,
+        latency_limit_ms if latency_limit_ms is not None else p.latency_limit_ms,
+    )
