@@ -375,6 +375,11 @@ def _quiet_libraries() -> None:
         "httpx": logging.WARNING,
     }.items():
         logging.getLogger(name).setLevel(level)
+    # torch installs its own log handlers and levels when imported: quiet the one that
+    # warns about torchao's enum registration on every run, after that import
+    import torch  # noqa: F401
+
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
 
@@ -500,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _env_defaults()
     if args.verbose:
+        os.environ["ECOCOMPRESS_VERBOSE"] = "1"
         os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
         os.environ["PREFECT_LOGGING_LOGGERS_PREFECT_LEVEL"] = "INFO"
     if args.command == "ui":

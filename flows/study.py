@@ -315,6 +315,7 @@ def rq4(params: RunParams, base: SearchSettings, quiet: bool, carbon_budget: flo
             update={
                 "weights": dict(PROFILES["edge"].weights),
                 "memory_limit_gb": PROFILES["edge"].memory_limit_gb,
+                "carbon_budget_kg": None,
             }
         ),
         "cloud": base.model_copy(
@@ -339,7 +340,7 @@ def rq4(params: RunParams, base: SearchSettings, quiet: bool, carbon_budget: flo
             {
                 "profile": name,
                 "limits": ", ".join(
-                    f"{k}={v}"
+                    f"{k} {v:g}"
                     for k, v in (
                         ("memory_gb<=", st.memory_limit_gb),
                         ("carbon_kg<=", st.carbon_budget_kg),

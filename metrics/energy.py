@@ -11,6 +11,7 @@ must be shown next to every energy number.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -140,6 +141,8 @@ class EnergyMeter:
             csv_only: dict[str, Any] = {"output_methods": [OutputMethod.CSV]}
         except ImportError:  # codecarbon < 3.3 has only the save_to_* flags
             csv_only = {"save_to_file": True}
+        # codecarbon resets its logger on import; its level is set again here
+        logging.getLogger("codecarbon").setLevel(logging.ERROR)
         try:
             self._tracker = codecarbon.OfflineEmissionsTracker(
                 country_iso_code=self.country_iso_code,

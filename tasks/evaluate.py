@@ -10,8 +10,10 @@ local files (see ``tasks.benchmarks.local``); without one lm-eval reads the Hub.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import threading
 import time
 from pathlib import Path
@@ -140,20 +142,21 @@ def evaluate_benchmark(
     tm = task_manager(include)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.batch_size)
     t0 = time.perf_counter()
-    out = lm_eval.simple_evaluate(
-        model=lm,
-        tasks=list(names),
-        num_fewshot=spec.num_fewshot,
-        limit=spec.limit,
-        task_manager=tm,
-        log_samples=True,
-        gen_kwargs={"max_gen_toks": spec.max_gen_toks} if spec.max_gen_toks else None,
-        random_seed=spec.seed,
-        numpy_random_seed=spec.seed,
-        torch_random_seed=spec.seed,
-        fewshot_random_seed=spec.seed,
-        confirm_run_unsafe_code=bench.name == "humaneval",
-    )
+    with _progress_bars_off():
+        out = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=list(names),
+            num_fewshot=spec.num_fewshot,
+            limit=spec.limit,
+            task_manager=tm,
+            log_samples=True,
+            gen_kwargs={"max_gen_toks": spec.max_gen_toks} if spec.max_gen_toks else None,
+            random_seed=spec.seed,
+            numpy_random_seed=spec.seed,
+            torch_random_seed=spec.seed,
+            fewshot_random_seed=spec.seed,
+            confirm_run_unsafe_code=bench.name == "humaneval",
+        )
     seconds = time.perf_counter() - t0
 
     out_dir = Path(out_dir)
@@ -219,3 +222,14 @@ def _stderr(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return v if math.isfinite(v) else None
+
+
+@contextlib.contextmanager
+def _progress_bars_off():
+    """lm-eval's per-request progress bars off the terminal unless -v (ECOCOMPRESS_VERBOSE):
+    it passes ``disable=`` explicitly, so TQDM_DISABLE does not reach them."""
+    if os.environ.get("ECOCOMPRESS_VERBOSE") == "1":
+        yield
+        return
+    with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+        yield
