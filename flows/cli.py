@@ -394,6 +394,8 @@ def _search_settings(args: argparse.Namespace, params):
 
     if args.policy not in POLICIES:
         raise UserError(f"unknown policy {args.policy!r}: allowed {', '.join(POLICIES)}")
+    if args.policy == "llm" and not args.llm:
+        raise UserError("policy llm needs --llm: provider:model or python:pkg.module:factory")
     if args.max_candidates is not None and args.max_candidates < 1:
         raise UserError(f"--max-candidates {args.max_candidates} must be >= 1")
     if not (0 <= args.accuracy_drop <= 100):
@@ -441,8 +443,15 @@ def _search_settings(args: argparse.Namespace, params):
 
 
 def _study(args: argparse.Namespace) -> int:
-    from flows.study import study_flow
+    from flows.study import STUDIES, study_flow
+    from tasks.errors import UserError
 
+    if args.which not in STUDIES:
+        raise UserError(f"unknown study {args.which!r}: allowed {', '.join(STUDIES)}")
+    if args.replay is not None and not os.path.isfile(args.replay):
+        raise UserError(f"--replay {args.replay}: no such file")
+    if args.seeds < 1:
+        raise UserError(f"--seeds {args.seeds} must be >= 1")
     params = _run_params(args)
     base = _search_settings(args, params)
     out = study_flow(
@@ -476,7 +485,7 @@ def _optimize(args: argparse.Namespace) -> int:
         settings,
         thread,
         profile=args.profile,
-        register=not args.no_register,
+        register_model=not args.no_register,
         llm=args.llm,
         quiet=args.quiet,
     )

@@ -91,7 +91,7 @@ def optimize_flow(
     settings: SearchSettings,
     thread_id: str,
     profile: str | None = None,
-    register: bool = True,
+    register_model: bool = True,
     llm: str | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
@@ -175,7 +175,7 @@ def optimize_flow(
         values = run_search(graph, thread_id, settings, evaluate)
         rows = _latest_rows(values.get("history", []))
         summary = finish(ctx, rows, objectives)
-        out = _conclude(ctx, values, rows, settings, profile, register, thread_id)
+        out = _conclude(ctx, values, rows, settings, profile, register_model, thread_id)
     except KeyboardInterrupt:
         tracking.end_run(ctx.parent_run_id, "KILLED")
         raise
@@ -203,7 +203,7 @@ def _conclude(
     rows: list[dict[str, Any]],
     settings: SearchSettings,
     profile: str | None,
-    register: bool,
+    register_model: bool,
     thread_id: str,
 ) -> dict[str, Any]:
     """Log decisions.json and the recommendation; register the recommended candidate."""
@@ -262,7 +262,7 @@ def _conclude(
         },
     )
     version = None
-    if register and rec is not None and rec.row is not None:
+    if register_model and rec is not None and rec.row is not None:
         version = _register(ctx, rec.row, rec_dict, profile)
     return {
         "stop_reason": values.get("stop_reason"),

@@ -50,7 +50,7 @@ def _thread(kind: str, params: RunParams, s: SearchSettings) -> str:
 def _optimize(params: RunParams, s: SearchSettings, kind: str, quiet: bool) -> dict[str, Any]:
     from flows.optimize import optimize_flow
 
-    return optimize_flow(params, s, _thread(kind, params, s), register=False, quiet=quiet)
+    return optimize_flow(params, s, _thread(kind, params, s), register_model=False, quiet=quiet)
 
 
 def _fmt(v: Any, nd: int = 3) -> str:

@@ -67,6 +67,16 @@ def _assert_one_line_error(r: subprocess.CompletedProcess, *needles: str) -> Non
         (["evaluate", "--limit", "-5"], ["limit -5 must be a positive number"]),
         (["evaluate", "--data-dir", "/no/such/dir"], ["data_dir /no/such/dir does not exist"]),
         (["evaluate", "--benchmarks", "humaneval"], ["--allow-code-execution"]),
+        (["optimize", "--policy", "bayes"], ["unknown policy 'bayes'", "agent, optuna"]),
+        (["optimize", "--weights", "accuracy=1,speed=2"], ["unknown metric 'speed'"]),
+        (["optimize", "--weights", "accuracy"], ["malformed"]),
+        (["optimize", "--profile", "phone"], ["unknown profile 'phone'", "edge, cloud"]),
+        (["optimize", "--accuracy-drop", "150"], ["--accuracy-drop 150.0 must be 0 to 100"]),
+        (["optimize", "--max-candidates", "0"], ["--max-candidates 0 must be >= 1"]),
+        (["optimize", "--memory-limit", "-1"], ["--memory-limit -1.0 must be > 0"]),
+        (["optimize", "--policy", "llm"], ["policy llm needs --llm"]),
+        (["study", "rq5"], ["unknown study 'rq5'", "rq1, rq2"]),
+        (["study", "rq1", "--replay", "/no/grid.json"], ["--replay /no/grid.json: no such file"]),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, needles):
