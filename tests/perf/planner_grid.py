@@ -1,7 +1,7 @@
 """Evaluate the planner-benchmark grid of real gemma-3-270m candidates once and save it as
 a replay fixture (tests/perf/results/planner_grid.json) with its provenance.
 
-    python tests/perf/planner_grid.py            # 27 candidates, commonsenseqa + bbh, limit 30
+    python tests/perf/planner_grid.py   # 27 candidates, commonsenseqa + bbh, limit 30, 16 gen tokens
 
 The grid is bits {16, 8, 4} x prune {none, magnitude, wanda} x sparsity {0.25, 0.5} x
 pattern {unstructured, 2:4, 4:8}; ``prune none`` ignores sparsity and pattern and N:M
@@ -31,6 +31,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=30)
     ap.add_argument("--benchmarks", default="commonsenseqa,bbh")
     ap.add_argument("--home", default="planner-grid")
+    # BBH few-shot answers are a few tokens; a pruned model that never emits the stop
+    # sequence would otherwise generate lm-eval's default 256 tokens per item
+    ap.add_argument("--max-gen-toks", type=int, default=16)
     a = ap.parse_args()
     common.ensure_reference()
     home = common.fresh_home(a.home)
@@ -42,6 +45,8 @@ def main() -> None:
         a.benchmarks,
         "--limit",
         str(a.limit),
+        "--max-gen-toks",
+        str(a.max_gen_toks),
         "--data-dir",
         str(common.data_dir()),
         "--quiet",
@@ -56,6 +61,7 @@ def main() -> None:
             "grid": GRID,
             "benchmarks": a.benchmarks.split(","),
             "limit": a.limit,
+            "max_gen_toks": a.max_gen_toks,
             "command": run["cmd"],
             "wall_s": run["wall_s"],
             "cpu_s": run["cpu_s"],
