@@ -114,8 +114,7 @@ def _stop_reason(s: SearchSettings, state: SearchState, view: SearchView) -> str
     if s.carbon_budget_kg is not None and spent.get("co2_kg", 0.0) >= s.carbon_budget_kg:
         what = "the search emitted" if s.carbon_accounting == "emitted" else "evaluations cost"
         return (
-            f"carbon budget spent: {what} {spent['co2_kg']:.3g} of "
-            f"{s.carbon_budget_kg:g} kg CO2eq"
+            f"carbon budget spent: {what} {spent['co2_kg']:.3g} of {s.carbon_budget_kg:g} kg CO2eq"
         )
     fronts = state.get("frontiers") or []
     if s.patience is not None and len(fronts) > s.patience:

@@ -210,7 +210,6 @@ class AgentPolicy(Policy):
     def propose(self, view: SearchView) -> dict[str, Any] | None:
         space = view.space
         tried = view.tried()
-        latest = view.latest()
         ok = view.ok_rows()
         bad = [r for r in ok if view.verdict(r) == "bad"]
 
@@ -275,7 +274,6 @@ class AgentPolicy(Policy):
                         m.kind,
                         view.base_limit,
                     )
-        del latest
         return None
 
     @staticmethod

@@ -75,12 +75,14 @@ def replay(
 
 
 def hv_curve(history: list[dict[str, Any]], objectives: list, bounds: dict) -> list[float]:
-    """Hypervolume of the first n evaluations, n = 1..len(history), on fixed bounds."""
+    """Hypervolume of the first n evaluations, n = 1..len(history), on fixed bounds
+    (failed evaluations use up an evaluation and add nothing)."""
     import pandas as pd
 
     from metrics.pareto import hypervolume
 
     out = []
     for n in range(1, len(history) + 1):
-        out.append(hypervolume(pd.DataFrame(history[:n]), objectives, bounds=bounds))
+        ok = [r for r in history[:n] if r.get("status") == "ok"]
+        out.append(hypervolume(pd.DataFrame(ok), objectives, bounds=bounds) if ok else 0.0)
     return out

@@ -71,20 +71,6 @@ def check_thread(graph: Any, thread_id: str, settings: SearchSettings) -> bool:
     return True
 
 
-def _latest_rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per candidate: its highest-fidelity observation, in first-seen order."""
-    order: list[str] = []
-    best: dict[str, dict[str, Any]] = {}
-    for r in history:
-        k = r["key"]
-        if k not in best:
-            order.append(k)
-            best[k] = r
-        elif (r.get("limit") or 10**12) >= (best[k].get("limit") or 10**12):
-            best[k] = r
-    return [best[k] for k in order]
-
-
 @flow(name="ecocompress-optimize", log_prints=False)
 def optimize_flow(
     params: RunParams,
@@ -173,7 +159,8 @@ def optimize_flow(
 
     try:
         values = run_search(graph, thread_id, settings, evaluate)
-        rows = _latest_rows(values.get("history", []))
+        # one row per candidate, its highest-fidelity evaluation, in first-seen order
+        rows = list(view_of(settings, values.get("history", [])).latest().values())
         summary = finish(ctx, rows, objectives)
         out = _conclude(ctx, values, rows, settings, profile, register_model, thread_id)
     except KeyboardInterrupt:

@@ -95,9 +95,7 @@ def rq1_curves(histories: dict[str, list[list[dict]]], objectives: str) -> dict[
     bounds = objective_bounds(pd.DataFrame(everything), objs)
     out: dict[str, Any] = {"bounds": bounds, "policies": {}}
     for name, runs in histories.items():
-        curves = [
-            hv_curve([r for r in h if r.get("status") == "ok"] or h[:0], objs, bounds) for h in runs
-        ]
+        curves = [hv_curve(h, objs, bounds) for h in runs]
         out["policies"][name] = curves
     return out
 
