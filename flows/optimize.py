@@ -75,7 +75,7 @@ def check_thread(graph: Any, thread_id: str, settings: SearchSettings) -> bool:
 def optimize_flow(
     params: RunParams,
     settings: SearchSettings,
-    thread_id: str,
+    thread_id: str | None = None,
     profile: str | None = None,
     register_model: bool = True,
     llm: str | None = None,
@@ -86,9 +86,13 @@ def optimize_flow(
     Returns the sweep summary (rows of every candidate, frontier, hypervolume) plus the
     stop reason, the decisions, the recommendation and the registered model version.
     """
+    from prefect.runtime import flow_run
+
     from metrics import tracking
     from metrics.carbon import co2_kg
 
+    # a scheduled run names its thread after its flow run: each run is a new search
+    thread_id = thread_id or f"opt-{str(flow_run.id)[:8]}"
     graph = build_graph(
         sqlite_checkpointer(str(checkpoint_path())),
         chat_model=load_chat_model(llm) if settings.policy == "llm" else None,

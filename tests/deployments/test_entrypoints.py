@@ -8,17 +8,45 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_entrypoint_resolves_to_the_sweep_flow():
+def test_entrypoints_resolve_to_flows():
     from prefect import Flow
 
-    from deployments.serve import ENTRYPOINT
+    from deployments.serve import ENTRYPOINTS
 
-    path, _, attr = ENTRYPOINT.partition(":")
-    assert (REPO / path).is_file(), f"{ENTRYPOINT} points at a missing file"
-    spec = importlib.util.spec_from_file_location("entry", REPO / path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    assert isinstance(getattr(mod, attr), Flow)
+    for entry in ENTRYPOINTS.values():
+        path, _, attr = entry.partition(":")
+        assert (REPO / path).is_file(), f"{entry} points at a missing file"
+        spec = importlib.util.spec_from_file_location("entry", REPO / path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        assert isinstance(getattr(mod, attr), Flow)
+
+
+def test_optimize_deployment_parameters_round_trip(shared_data_dir):
+    from agents.graph import SearchSettings
+    from deployments.serve import build_deployment
+    from flows.params import RunParams
+
+    dep = build_deployment(
+        "s",
+        "0 4 * * 1",
+        [
+            "--policy",
+            "optuna",
+            "--profile",
+            "edge",
+            "--limit",
+            "5",
+            "--data-dir",
+            str(shared_data_dir),
+        ],
+        flow="optimize",
+    )
+    params = RunParams.model_validate(dep.parameters["params"])
+    settings = SearchSettings.model_validate(dep.parameters["settings"])
+    assert params.limit == 5 and settings.policy == "optuna"
+    assert settings.memory_limit_gb == 1.0  # from the edge profile
+    assert dep.parameters["profile"] == "edge" and "thread_id" not in dep.parameters
 
 
 def test_deployment_parameters_round_trip(shared_data_dir):
