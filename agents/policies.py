@@ -94,6 +94,28 @@ class SearchView:
         front = pareto_front(pd.DataFrame(usable), self.objectives)
         return [r for r, on in zip(usable, front["on_front"], strict=True) if on]
 
+    def possible_frontier(self) -> list[dict[str, Any]]:
+        """Ok rows that no other row beats beyond noise: a row is dropped only when another
+        is no worse on every cost objective and better on an accuracy-type objective by more
+        than ``z`` combined standard errors (costs compared as measured)."""
+        rows = [r for r in self.ok_rows() if all(_finite(r.get(o.name)) for o in self.objectives)]
+
+        def clearly_beats(a: dict[str, Any], b: dict[str, Any]) -> bool:
+            better = False
+            for o in self.objectives:
+                va, vb = float(a[o.name]), float(b[o.name])
+                if o.name.startswith("accuracy"):
+                    se = math.hypot(_se(a, o.name), _se(b, o.name))
+                    gap = (va - vb) if o.direction == "max" else (vb - va)
+                    if gap < -self.z * se:
+                        return False
+                    better = better or gap > self.z * se
+                elif (va > vb) if o.direction == "min" else (va < vb):
+                    return False
+            return better
+
+        return [b for b in rows if not any(clearly_beats(a, b) for a in rows if a is not b)]
+
     def score(self, row: dict[str, Any]) -> float:
         """Weighted score in [0, 1] (1 = best) normalised over the ok rows."""
         from metrics.types import DEFAULT_DIRECTIONS
@@ -140,8 +162,8 @@ def _finite(v: Any) -> bool:
         return False
 
 
-def _se(row: dict[str, Any]) -> float:
-    v = row.get("accuracy_stderr")
+def _se(row: dict[str, Any], metric: str = "accuracy") -> float:
+    v = row.get(metric.replace("accuracy", "accuracy_stderr", 1))
     return float(v) if _finite(v) else 0.0
 
 
@@ -192,9 +214,11 @@ class AgentPolicy(Policy):
     1. Close calls first: a candidate whose accuracy is within ``z`` standard errors of
        the floor (reference accuracy - ``--accuracy-drop``) is re-evaluated with twice the
        items (up to ``max_limit``) before it is trusted either way.
-    2. Push: from each acceptable frontier candidate, best weighted score first, take one
-       step more aggressive along one axis (bits, then pruning method, then sparsity /
-       pattern).
+    2. Push: take one step more aggressive along one axis from an acceptable candidate
+       that could be on the frontier (no other candidate beats it beyond ``z`` standard
+       errors of accuracy at no higher cost). Axis by axis - every bits push first (the only axis that shrinks dense
+       storage), then pruning method, then sparsity / pattern - and within an axis from the
+       frontier candidate with the best weighted score first.
     3. Back off: from a candidate that lost too much accuracy, take one step milder.
     4. Lateral: from frontier candidates, another pruning method or 8-bit backend at the
        same rung.
@@ -236,13 +260,18 @@ class AgentPolicy(Policy):
                 return None
             return None if k in blocked else k
 
-        acceptable = [r for r in view.frontier() if view.verdict(r) != "bad"]
+        # expand from every candidate that could be on the frontier: differences inside the
+        # accuracy stderr do not decide where the search goes next
+        acceptable = [r for r in view.possible_frontier() if view.verdict(r) != "bad"]
         acceptable.sort(key=lambda r: (-view.score(r), space.index(space.parse(r["key"]))))
 
-        # 2. push from the acceptable frontier
-        for r in acceptable:
-            for m in space.moves(space.parse(r["key"])):
-                if m.kind == "push" and usable(m.dst):
+        # 2. push from the acceptable frontier, axis by axis: every bits push before any
+        #    pruning push (bits is the only axis that shrinks dense storage)
+        for axis in ("bits", "method", "shape"):
+            for r in acceptable:
+                for m in space.moves(space.parse(r["key"])):
+                    if m.kind != "push" or m.axis != axis or not usable(m.dst):
+                        continue
                     return proposal(
                         m.dst,
                         self.name,

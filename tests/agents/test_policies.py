@@ -107,7 +107,7 @@ def test_agent_backs_off_from_a_candidate_below_the_floor():
     history = [
         obs(16, "none", 0, 0.50),
         obs(4, "none", 0, 0.30),  # below the 0.45 floor: no 4-bit candidate is tried again
-        obs(16, "wanda", 0.25, 0.49),
+        obs(16, "wanda", 0.25, 0.46),  # clearly below bf16: no frontier candidate
         obs(4, "wanda", 0.5, 0.20),
     ]
     v = SearchView(
