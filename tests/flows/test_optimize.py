@@ -105,7 +105,9 @@ def test_optimize_records_decisions_and_registers_the_recommendation(
 ):
     home = tmp_path / "home"
     r = cli(
-        home, argv(tiny_model_dir, shared_data_dir, "--max-candidates", "3", "--thread-id", "a1")
+        home,
+        prefect_api,
+        argv(tiny_model_dir, shared_data_dir, "--max-candidates", "3", "--thread-id", "a1"),
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "stopped: candidate budget spent: 3 of 3 evaluations" in r.stdout
