@@ -19,17 +19,12 @@ from typing import Annotated, Any, Literal, TypedDict
 
 from pydantic import Field
 
-from agents.policies import (
-    AgentPolicy,
-    InvalidProposal,
-    LLMPolicy,
-    SearchView,
-    make_policy,
-    proposal,
-)
+from agents.llm import InvalidProposal, LLMPolicy
+from agents.policies import AgentPolicy, SearchView, make_policy, proposal
 from agents.space import Space
 from metrics.recommend import Constraints
 from metrics.types import parse_objectives
+from tasks.errors import UserError
 from tasks.specs import Spec
 
 
@@ -316,6 +311,26 @@ def sqlite_checkpointer(path: str):
     return SqliteSaver(conn)
 
 
+def thread_exists(graph: Any, thread_id: str, settings: SearchSettings) -> bool:
+    """True when the thread has a checkpoint (a resume).
+
+    Raises:
+        UserError: the thread was started with other settings (the differing fields named).
+    """
+    snap = graph.get_state({"configurable": {"thread_id": thread_id}})
+    if not snap.values:
+        return False
+    a = SearchSettings.model_validate(snap.values["settings"]).model_dump(mode="json")
+    b = settings.model_dump(mode="json")
+    diff = sorted(k for k in b if a.get(k) != b[k])
+    if diff:
+        raise UserError(
+            f"thread {thread_id!r} was started with other settings ({', '.join(diff)} differ): "
+            "resume it with the same command, or pass a new --thread-id"
+        )
+    return True
+
+
 def run_search(graph: Any, thread_id: str, settings: SearchSettings, evaluate) -> dict[str, Any]:
     """Drive the graph until it stops; ``evaluate(proposal, index)`` returns the observation.
 
@@ -323,26 +338,13 @@ def run_search(graph: Any, thread_id: str, settings: SearchSettings, evaluate) -
     evaluating the pending proposal), else starts it with ``settings``.
 
     Raises:
-        ValueError: the thread exists with other settings.
+        UserError: the thread exists with other settings.
     """
     config = {"configurable": {"thread_id": thread_id}, "recursion_limit": 50}
-    snap = graph.get_state(config)
-    if not snap.values:
+    if not thread_exists(graph, thread_id, settings):
         graph.invoke({"settings": settings.model_dump(mode="json")}, config)
-    else:
-        stored = SearchSettings.model_validate(snap.values["settings"])
-        if stored.canonical() != settings.canonical():
-            diff = sorted(
-                k
-                for k, v in settings.model_dump(mode="json").items()
-                if stored.model_dump(mode="json").get(k) != v
-            )
-            raise ValueError(
-                f"thread {thread_id!r} was started with other settings ({', '.join(diff)} "
-                "differ): resume it with the same command, or start a new thread"
-            )
-        if snap.next:  # an invocation was interrupted between nodes: finish it
-            graph.invoke(None, config)
+    elif graph.get_state(config).next:  # an invocation was interrupted between nodes
+        graph.invoke(None, config)
     while True:
         values = graph.get_state(config).values
         if values.get("stop_reason"):

@@ -5,22 +5,20 @@ resumed from a checkpoint makes exactly the decisions it would have made without
 interruption, and a recorded grid can replay any policy (tests/perf/planner_replay.py).
 
 - ``agent``: the explicit, deterministic policy (``AgentPolicy``'s docstring lists its rules).
-- ``optuna``: Optuna's multi-objective TPE or NSGA-II sampler, rebuilt from the history.
+- ``optuna``: Optuna's multi-objective TPE or NSGA-II sampler (agents/sampler.py).
 - ``random``: a seeded permutation of the space. ``grid``: the space in grid order.
-- ``llm``: a LangChain chat model proposes; see ``LLMPolicy``.
+- ``llm``: a LangChain chat model proposes (agents/llm.py).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.space import Space, candidate_from_fields, shape_of
+from agents.space import Space
 from metrics.recommend import Constraints
 from metrics.types import Objective
 from tasks.specs import CandidateSpec
@@ -342,249 +340,6 @@ class AgentPolicy(Policy):
         return out
 
 
-class OptunaPolicy(Policy):
-    """Optuna's multi-objective sampler (TPE by default, or NSGA-II) over the axes.
-
-    The study is rebuilt from the history at every call (so the proposal is a function of
-    history and seed), then asked for a trial. A trial that maps to an evaluated candidate
-    is told that candidate's values and asked again; after 100 such asks, the first untried
-    candidate of a seeded permutation is taken (and the reason says so).
-    """
-
-    name = "optuna"
-
-    def __init__(self, sampler: str = "tpe") -> None:
-        if sampler not in ("tpe", "nsga2"):
-            raise ValueError(f"optuna sampler {sampler!r}: allowed tpe, nsga2")
-        self.sampler = sampler
-
-    def _study(self, view: SearchView):
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        n = len(view.space)
-        if self.sampler == "tpe":
-            sampler = optuna.samplers.TPESampler(
-                seed=view.seed, n_startup_trials=min(10, max(3, n // 4))
-            )
-        else:
-            sampler = optuna.samplers.NSGAIISampler(seed=view.seed, population_size=max(4, n // 4))
-        return optuna.create_study(
-            directions=[
-                "maximize" if o.direction == "max" else "minimize" for o in view.objectives
-            ],
-            sampler=sampler,
-        )
-
-    def _distributions(self, space: Space) -> dict[str, Any]:
-        from optuna.distributions import CategoricalDistribution
-
-        shapes = sorted({shape_of(c.prune) for c in space.candidates if c.prune.method != "none"})
-        d = {
-            "bits": CategoricalDistribution(sorted({c.quant.bits for c in space.candidates})),
-            "method": CategoricalDistribution(sorted({c.prune.method for c in space.candidates})),
-        }
-        if shapes:
-            d["shape"] = CategoricalDistribution(shapes)
-        backends = sorted({c.quant.backend for c in space.candidates if c.quant.bits == 8})
-        if len(backends) > 1:
-            d["backend"] = CategoricalDistribution(backends)
-        return d
-
-    @staticmethod
-    def _to_candidate(space: Space, p: dict[str, Any]) -> CandidateSpec | None:
-        shape = p.get("shape", "dense")
-        if shape == "dense" or ":" in str(shape):
-            sparsity, pattern = 0.5, ("unstructured" if shape == "dense" else shape)
-        else:
-            sparsity, pattern = float(shape), "unstructured"
-        try:
-            c = candidate_from_fields(
-                int(p["bits"]), p["method"], sparsity, pattern, p.get("backend", "bitsandbytes")
-            )
-        except ValueError:
-            return None
-        return c if c in space else None
-
-    @staticmethod
-    def _params(space: Space, c: CandidateSpec, dists: dict[str, Any]) -> dict[str, Any]:
-        p: dict[str, Any] = {"bits": c.quant.bits, "method": c.prune.method}
-        if "shape" in dists:
-            s = shape_of(c.prune)
-            p["shape"] = s if s in dists["shape"].choices else dists["shape"].choices[0]
-        if "backend" in dists:
-            b = c.quant.backend
-            p["backend"] = b if b in dists["backend"].choices else dists["backend"].choices[0]
-        return p
-
-    def propose(self, view: SearchView) -> dict[str, Any] | None:
-        import optuna
-        from optuna.trial import TrialState, create_trial
-
-        space = view.space
-        latest = view.latest()
-        untried = [c for c in space.candidates if c.canonical() not in latest]
-        if not untried:
-            return None
-        study = self._study(view)
-        dists = self._distributions(space)
-
-        def values(row: dict[str, Any]) -> list[float] | None:
-            if row.get("status") != "ok":
-                return None
-            v = [row.get(o.name) for o in view.objectives]
-            return [float(x) for x in v] if all(_finite(x) for x in v) else None
-
-        for row in view.history:  # in evaluation order, as the sampler saw them
-            c = space.parse(row["key"])
-            vals = values(latest[row["key"]])
-            study.add_trial(
-                create_trial(
-                    params=self._params(space, c, dists),
-                    distributions=dists,
-                    values=vals,
-                    state=TrialState.COMPLETE if vals is not None else TrialState.FAIL,
-                )
-            )
-        for _ in range(100):
-            trial = study.ask(dists)
-            c = self._to_candidate(space, trial.params)
-            if c is None:
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                continue
-            k = c.canonical()
-            if k not in latest:
-                return proposal(
-                    c,
-                    self.name,
-                    f"optuna {self.sampler} sampler (seed {view.seed}) after "
-                    f"{len(view.history)} observations",
-                    "explore",
-                    view.base_limit,
-                )
-            vals = values(latest[k])
-            if vals is None:
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            else:
-                study.tell(trial, vals)
-        order = list(untried)
-        random.Random(view.seed).shuffle(order)
-        return proposal(
-            order[0],
-            self.name,
-            "optuna proposed only evaluated candidates in 100 asks; first untried of a "
-            f"seed-{view.seed} permutation",
-            "explore",
-            view.base_limit,
-        )
-
-
-class InvalidProposal(ValueError):
-    """A proposal that cannot be used, with the reason shown to the proposer."""
-
-
-LLM_FIELDS = ("bits", "method", "sparsity", "pattern", "backend", "reason")
-
-
-class LLMPolicy(Policy):
-    """A LangChain chat model proposes the next candidate as JSON.
-
-    The answer must hold one JSON object with ``bits``, ``method``, ``sparsity``,
-    ``pattern`` (and optionally ``backend``, ``reason``). Parsing errors raise
-    ``InvalidProposal``; the graph shows the error to the model and asks again, and falls
-    back to the ``agent`` policy (logging why) when the answers stay invalid.
-    """
-
-    name = "llm"
-
-    def __init__(self, chat_model: Any) -> None:
-        self.chat_model = chat_model
-
-    def prompt(self, view: SearchView, feedback: str | None) -> list[tuple[str, str]]:
-        space = view.space
-        rows = []
-        for r in view.latest().values():
-            c = space.parse(r["key"])
-            rows.append(
-                {
-                    "bits": c.quant.bits,
-                    "backend": c.quant.backend,
-                    "method": c.prune.method,
-                    "sparsity": c.prune.sparsity,
-                    "pattern": c.prune.pattern,
-                    "status": r.get("status"),
-                    **{
-                        k: r.get(k)
-                        for k in (
-                            "accuracy",
-                            "accuracy_stderr",
-                            "memory_gb",
-                            "latency_ms",
-                            "energy_kwh",
-                        )
-                    },
-                }
-            )
-        cons = view.constraints
-        goals = {
-            "objectives": [str(o) for o in view.objectives],
-            "weights": dict(view.weights),
-            "accuracy_drop": cons.accuracy_drop,
-            "memory_limit_gb": cons.memory_limit_gb,
-            "latency_limit_ms": cons.latency_limit_ms,
-        }
-        sys_msg = (
-            "You choose the next compression candidate of a language model to evaluate. "
-            "Answer with exactly one JSON object with keys bits, method, sparsity, pattern, "
-            "backend and reason. Choose a candidate of the space that has not been evaluated."
-        )
-        user = (
-            f"Space: {json.dumps(space.as_dict())}\nGoals: {json.dumps(goals)}\n"
-            f"Evaluated: {json.dumps(rows, default=str)}\n"
-            f"Frontier: {json.dumps([r['candidate'] for r in view.frontier()])}"
-        )
-        if feedback:
-            user += f"\nYour previous answer was rejected: {feedback}"
-        return [("system", sys_msg), ("human", user)]
-
-    def propose(self, view: SearchView, feedback: str | None = None) -> dict[str, Any] | None:
-        msg = self.chat_model.invoke(self.prompt(view, feedback))
-        text = getattr(msg, "content", msg)
-        if not isinstance(text, str):
-            text = json.dumps(text)
-        return parse_llm_answer(text, view)
-
-
-def parse_llm_answer(text: str, view: SearchView) -> dict[str, Any]:
-    """Turn a chat model's answer into a proposal, or raise ``InvalidProposal``."""
-    m = re.search(r"\{.*\}", text, flags=re.S)
-    if not m:
-        raise InvalidProposal(f"no JSON object in the answer {text[:120]!r}")
-    try:
-        obj = json.loads(m.group(0))
-    except json.JSONDecodeError as exc:
-        raise InvalidProposal(f"answer is not valid JSON ({exc.msg})") from None
-    if not isinstance(obj, dict):
-        raise InvalidProposal("answer is not a JSON object")
-    missing = [k for k in ("bits", "method") if k not in obj]
-    if missing:
-        raise InvalidProposal(f"answer lacks {', '.join(missing)}")
-    try:
-        c = candidate_from_fields(
-            int(obj["bits"]),
-            str(obj["method"]),
-            float(obj.get("sparsity", 0.0) or 0.0),
-            str(obj.get("pattern", "unstructured") or "unstructured"),
-            str(obj.get("backend", "bitsandbytes") or "bitsandbytes"),
-        )
-    except (ValueError, TypeError) as exc:
-        raise InvalidProposal(
-            f"answer is not a valid candidate: {str(exc).splitlines()[0]}"
-        ) from None
-    reason = str(obj.get("reason", "")).strip()[:300] or "(no reason given)"
-    return proposal(c, "llm", reason, "explore", view.base_limit)
-
-
 def make_policy(name: str, *, sampler: str = "tpe", chat_model: Any = None) -> Policy:
     if name == "agent":
         return AgentPolicy()
@@ -593,8 +348,12 @@ def make_policy(name: str, *, sampler: str = "tpe", chat_model: Any = None) -> P
     if name == "random":
         return RandomPolicy()
     if name == "optuna":
+        from agents.sampler import OptunaPolicy
+
         return OptunaPolicy(sampler)
     if name == "llm":
+        from agents.llm import LLMPolicy
+
         if chat_model is None:
             raise ValueError("policy llm needs a chat model")
         return LLMPolicy(chat_model)

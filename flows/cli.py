@@ -375,10 +375,8 @@ def _quiet_libraries() -> None:
         "httpx": logging.WARNING,
     }.items():
         logging.getLogger(name).setLevel(level)
-    # torch installs its own log handlers and levels when imported: quiet the one that
-    # warns about torchao's enum registration on every run, after that import
-    import torch  # noqa: F401
-
+    # torch keeps a level set before it is imported: its warning about torchao's enum
+    # registration on every run stays off without importing torch here
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")

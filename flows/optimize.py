@@ -17,7 +17,14 @@ from typing import Any
 
 from prefect import flow
 
-from agents.graph import SearchSettings, build_graph, run_search, sqlite_checkpointer, view_of
+from agents.graph import (
+    SearchSettings,
+    build_graph,
+    run_search,
+    sqlite_checkpointer,
+    thread_exists,
+    view_of,
+)
 from flows.candidate import evaluate_candidate
 from flows.params import RunParams
 from flows.sweep import _objectives, finish, open_context
@@ -55,22 +62,6 @@ def load_chat_model(spec: str | None) -> Any:
     return init_chat_model(spec)
 
 
-def check_thread(graph: Any, thread_id: str, settings: SearchSettings) -> bool:
-    """True when the thread exists (a resume); raise if it was started differently."""
-    snap = graph.get_state({"configurable": {"thread_id": thread_id}})
-    if not snap.values:
-        return False
-    stored = SearchSettings.model_validate(snap.values["settings"])
-    if stored.canonical() != settings.canonical():
-        a, b = stored.model_dump(mode="json"), settings.model_dump(mode="json")
-        diff = sorted(k for k in b if a.get(k) != b[k])
-        raise UserError(
-            f"thread {thread_id!r} was started with other settings ({', '.join(diff)} differ): "
-            "resume it with the same command, or pass a new --thread-id"
-        )
-    return True
-
-
 @flow(name="ecocompress-optimize", log_prints=False)
 def optimize_flow(
     params: RunParams,
@@ -97,7 +88,7 @@ def optimize_flow(
         sqlite_checkpointer(str(checkpoint_path())),
         chat_model=load_chat_model(llm) if settings.policy == "llm" else None,
     )
-    resumed = check_thread(graph, thread_id, settings)
+    resumed = thread_exists(graph, thread_id, settings)  # before any work: refuse a mismatch
     objectives = _objectives(params)
     ctx = open_context(
         params,

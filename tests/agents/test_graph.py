@@ -9,6 +9,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from agents.graph import SearchSettings, build_graph, run_search, sqlite_checkpointer
 from agents.space import Space
+from tasks.errors import UserError
 from tests.agents.synthetic import SPACE, observe
 
 OBJ = "accuracy:max,latency_ms:min,memory_gb:min"
@@ -123,5 +124,5 @@ def test_a_thread_resumes_from_the_sqlite_checkpoint_with_the_same_decisions(tmp
     v = run_search(build_graph(sqlite_checkpointer(db)), "t1", s, counting)
     assert resumed_calls == [3, 4, 5]  # the pending proposal first, nothing finished again
     assert [h["key"] for h in v["history"]] == [h["key"] for h in full["history"]]
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(UserError, match=r"other settings \(max_candidates, policy, seed differ\)"):
         run_search(build_graph(sqlite_checkpointer(db)), "t1", settings(max_candidates=7), observe)

@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agents.policies import (
-    AgentPolicy,
-    GridPolicy,
-    InvalidProposal,
-    OptunaPolicy,
-    RandomPolicy,
-    SearchView,
-    parse_llm_answer,
-    proposal,
-)
+from agents.llm import InvalidProposal, parse_llm_answer
+from agents.policies import AgentPolicy, GridPolicy, RandomPolicy, SearchView, proposal
+from agents.sampler import OptunaPolicy
 from agents.space import candidate_from_fields
 from metrics.recommend import Constraints
 from metrics.types import parse_objectives
