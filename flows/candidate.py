@@ -87,6 +87,8 @@ def evaluate_candidate(
     limit: int | None | str = "params",
     run_id: str | None = None,
     tags: dict[str, str] | None = None,
+    benchmarks: list[str] | None = None,
+    ppl_tokens: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``cand`` and return its results-table row (``status`` ok or failed).
 
@@ -94,10 +96,20 @@ def evaluate_candidate(
         limit: items per benchmark; by default the command's ``--limit``.
         run_id: an existing child run to continue (a resumed search) instead of a new one.
         tags: extra tags of the child run (e.g. the decision that proposed it).
+        benchmarks: a subset of the command's benchmarks (a multi-fidelity rung).
+        ppl_tokens: the perplexity token budget, instead of the command's.
     """
     from metrics import tracking
 
-    p = ctx.params if limit == "params" else ctx.params.model_copy(update={"limit": limit})
+    update: dict[str, Any] = {} if limit == "params" else {"limit": limit}
+    if benchmarks is not None:
+        unknown = set(benchmarks) - set(ctx.params.benchmarks)
+        if unknown:
+            raise UserError(f"benchmarks {sorted(unknown)} were not prepared by this command")
+        update["benchmarks"] = tuple(benchmarks)
+    if ppl_tokens is not None:
+        update["ppl_tokens"] = ppl_tokens
+    p = ctx.params.model_copy(update=update) if update else ctx.params
     label = cand.label
     row: dict[str, Any] = {"candidate": label, **cand.flat(), "limit": p.limit, "status": "failed"}
     if run_id is not None:
@@ -137,6 +149,19 @@ def _start_child(ctx: RunContext, cand: CandidateSpec, p: RunParams, tags: dict[
             **tags,
         },
     )
+
+
+def _perplexity_metrics(benches: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """``perplexity/wikitext2``, its 95 % interval and the stderr of its log (the mean NLL)."""
+    if "perplexity" not in benches:
+        return {}
+    r = benches["perplexity"]["result"]
+    return {
+        "perplexity/wikitext2": r["score"],
+        "perplexity_ci_low/wikitext2": r["extra"]["ci_low"],
+        "perplexity_ci_high/wikitext2": r["extra"]["ci_high"],
+        "log_perplexity_stderr/wikitext2": r["stderr"],
+    }
 
 
 def _evaluate(
@@ -186,7 +211,9 @@ def _evaluate(
             # the method without this window's mean powers (those stay in benchmark_results.json)
             methods.add(re.sub(r", mean [0-9.]+ W", "", e.get("energy_method") or "unmeasured"))
             tracking.log_artifact(
-                run_id, out["result"]["results_path"], f"lm_eval/{spec.benchmark}"
+                run_id,
+                out["result"]["results_path"],
+                "perplexity" if spec.benchmark == "perplexity" else f"lm_eval/{spec.benchmark}",
             )
             if e.get("emissions_csv"):
                 tracking.log_artifact(run_id, e["emissions_csv"], f"emissions/{spec.benchmark}")
@@ -200,13 +227,15 @@ def _evaluate(
             intensity_g_per_kwh=ctx.intensity_g_per_kwh,
         )
 
-        accs = {b: o["result"]["score"] for b, o in benches.items()}
-        errs = {b: o["result"].get("stderr") for b, o in benches.items()}
+        scored = {b: o["result"] for b, o in benches.items() if b != "perplexity"}
+        accs = {b: r["score"] for b, r in scored.items()}
+        errs = {b: r.get("stderr") for b, r in scored.items()}
         known = [e for e in errs.values() if e is not None]
         metrics: dict[str, float | None] = {
             **{f"accuracy/{b}": v for b, v in accs.items()},
             **{f"accuracy_stderr/{b}": v for b, v in errs.items()},
-            "accuracy": sum(accs.values()) / len(accs),
+            **({"accuracy": sum(accs.values()) / len(accs)} if accs else {}),
+            **_perplexity_metrics(benches),
             "latency_ms": meas["latency_ms"],
             "throughput_tps": meas["throughput_tps"],
             "memory_gb": meas["memory_gb"],
@@ -245,9 +274,10 @@ def _evaluate(
             for b, o in benches.items()
         }
         # The mean's stderr, treating benchmarks as independent samples.
-        row["accuracy_stderr"] = (
-            (sum(e * e for e in known) ** 0.5 / len(accs)) if len(known) == len(accs) else None
-        )
+        if accs:
+            row["accuracy_stderr"] = (
+                (sum(e * e for e in known) ** 0.5 / len(accs)) if len(known) == len(accs) else None
+            )
         row.update(
             status="ok",
             cache_hit=cache_hit,

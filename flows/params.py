@@ -16,6 +16,9 @@ from tasks.specs import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_BBH_TASKS,
     DEFAULT_BENCHMARKS,
+    DEFAULT_PPL_STRIDE,
+    DEFAULT_PPL_TOKENS,
+    DEFAULT_PPL_WINDOW,
     DEFAULT_SEED,
     CandidateSpec,
     EvalSpec,
@@ -48,6 +51,11 @@ class RunParams(Spec):
     objectives: str = DEFAULT_OBJECTIVES
     allow_code_execution: bool = False
     seed: int = DEFAULT_SEED
+    # frontier beyond noise (metrics.pareto.beats_beyond_noise); None: plain Pareto
+    noise_z: float | None = Field(None, gt=0)
+    ppl_tokens: int = Field(DEFAULT_PPL_TOKENS, ge=1)
+    ppl_window: int = Field(DEFAULT_PPL_WINDOW, ge=2)
+    ppl_stride: int = Field(DEFAULT_PPL_STRIDE, ge=1)
 
     _limit = field_validator("limit")(classmethod(lambda cls, v: check_limit(v)))
 
@@ -79,6 +87,10 @@ class RunParams(Spec):
         for b in self.num_fewshot:
             if b not in self.benchmarks:
                 raise ValueError(f"num_fewshot names {b!r}, which is not among the benchmarks run")
+        if self.ppl_stride > self.ppl_window:
+            raise ValueError(
+                f"ppl_stride {self.ppl_stride} must not exceed ppl_window {self.ppl_window}"
+            )
         if "humaneval" in self.benchmarks and not self.allow_code_execution:
             raise ValueError(
                 "benchmark humaneval executes model-written code: pass --allow-code-execution "
@@ -97,6 +109,9 @@ class RunParams(Spec):
                 bbh_tasks=self.bbh_tasks,
                 max_gen_toks=self.max_gen_toks,
                 seed=self.seed,
+                ppl_tokens=self.ppl_tokens,
+                ppl_window=self.ppl_window,
+                ppl_stride=self.ppl_stride,
             )
             for b in self.benchmarks
         ]

@@ -53,6 +53,7 @@ class BenchmarkResult(BaseModel):
         max_gen_toks: generation budget used (``None`` for multiple-choice tasks).
         data_source: ``local:<data dir>`` or ``hub``.
         notes: caveats on how this number was obtained.
+        extra: benchmark-specific numbers (perplexity: ``ci_low``, ``ci_high``, window settings).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -73,6 +74,7 @@ class BenchmarkResult(BaseModel):
     max_gen_toks: int | None
     data_source: str
     notes: list[str] = []
+    extra: dict[str, float | int | str | None] = {}
 
 
 def task_manager(include_path: tuple[str, ...]) -> Any:
@@ -109,6 +111,13 @@ def evaluate_benchmark(
         UserError: code execution not allowed for humaneval, unknown bbh subtask, or
             missing / malformed data files.
     """
+    if spec.benchmark == "perplexity":
+        from tasks.perplexity import evaluate_perplexity
+
+        if data_dir is not None:
+            validate_benchmark_data(spec, Path(data_dir))
+        return evaluate_perplexity(model, tokenizer, spec, data_dir, out_dir)
+
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.utils import handle_non_serializable

@@ -169,9 +169,22 @@ class CandidateSpec(Spec):
         }
 
 
-BENCHMARKS = ("gsm8k", "truthfulqa", "commonsenseqa", "humaneval", "bbh")
+BENCHMARKS = ("gsm8k", "truthfulqa", "commonsenseqa", "humaneval", "bbh", "perplexity")
+# Scored by accuracy (lm-eval); "perplexity" is WikiText-2 token perplexity (tasks.perplexity).
+ACCURACY_BENCHMARKS = ("gsm8k", "truthfulqa", "commonsenseqa", "humaneval", "bbh")
 DEFAULT_BENCHMARKS = ("gsm8k", "truthfulqa", "commonsenseqa", "bbh")
-DEFAULT_SHOTS = {"gsm8k": 8, "truthfulqa": 0, "commonsenseqa": 5, "humaneval": 0, "bbh": 3}
+DEFAULT_SHOTS = {
+    "gsm8k": 8,
+    "truthfulqa": 0,
+    "commonsenseqa": 5,
+    "humaneval": 0,
+    "bbh": 3,
+    "perplexity": 0,
+}
+# Perplexity: tokens scored (the budget), tokens per window, new tokens scored per window.
+DEFAULT_PPL_TOKENS = 4096
+DEFAULT_PPL_WINDOW = 512
+DEFAULT_PPL_STRIDE = 256
 DEFAULT_BBH_TASKS = ("boolean_expressions", "date_understanding", "sports_understanding")
 DEFAULT_BATCH_SIZE = 4
 DEFAULT_SEED = 1234
@@ -185,7 +198,12 @@ def check_limit(v: int | None) -> int | None:
 
 
 class EvalSpec(Spec):
-    """How one benchmark is evaluated. ``limit`` = items per (sub)task; None = all."""
+    """How one benchmark is evaluated. ``limit`` = items per (sub)task; None = all.
+
+    For ``perplexity``, ``ppl_tokens`` is the token budget and ``ppl_window`` /
+    ``ppl_stride`` the sliding window (tasks.perplexity); ``limit``, shots and generation
+    settings do not apply and are normalised away (as are the ppl fields elsewhere).
+    """
 
     benchmark: str
     num_fewshot: int | None = None
@@ -194,6 +212,9 @@ class EvalSpec(Spec):
     bbh_tasks: tuple[str, ...] = DEFAULT_BBH_TASKS
     max_gen_toks: int | None = Field(None, ge=1)
     seed: int = DEFAULT_SEED
+    ppl_tokens: int = Field(DEFAULT_PPL_TOKENS, ge=1, le=10_000_000)
+    ppl_window: int = Field(DEFAULT_PPL_WINDOW, ge=2, le=32_768)
+    ppl_stride: int = Field(DEFAULT_PPL_STRIDE, ge=1, le=32_768)
 
     @field_validator("benchmark")
     @classmethod
@@ -221,6 +242,20 @@ class EvalSpec(Spec):
             object.__setattr__(self, "num_fewshot", DEFAULT_SHOTS[self.benchmark])
         if self.benchmark != "bbh":
             object.__setattr__(self, "bbh_tasks", ())
+        if self.benchmark == "perplexity":
+            if self.ppl_stride > self.ppl_window:
+                raise ValueError(
+                    f"ppl_stride {self.ppl_stride} must not exceed ppl_window {self.ppl_window}"
+                )
+            for k, v in {"limit": None, "num_fewshot": 0, "max_gen_toks": None}.items():
+                object.__setattr__(self, k, v)
+        else:
+            for k, v in {
+                "ppl_tokens": DEFAULT_PPL_TOKENS,
+                "ppl_window": DEFAULT_PPL_WINDOW,
+                "ppl_stride": DEFAULT_PPL_STRIDE,
+            }.items():
+                object.__setattr__(self, k, v)
         return self
 
     @property

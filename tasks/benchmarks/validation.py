@@ -30,6 +30,10 @@ def benchmark_data_files(spec: EvalSpec, data_dir: Path | None) -> list[Path]:
     """
     if data_dir is None:
         return []
+    if spec.benchmark == "perplexity":
+        from tasks.calibration import WIKITEXT_TEST
+
+        return [Path(data_dir) / WIKITEXT_TEST]
     bench = get_benchmark(spec.benchmark)
     return [Path(data_dir) / u.relpath for u in bench.units(spec.bbh_tasks)]
 
@@ -44,6 +48,11 @@ def validate_benchmark_data(spec: EvalSpec, data_dir: Path) -> None:
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise UserError(f"benchmark data dir not found: {data_dir}")
+    if spec.benchmark == "perplexity":
+        from tasks.perplexity import wikitext_test_text
+
+        wikitext_test_text(data_dir)  # present, gzip, UTF-8, not empty
+        return
     bench = get_benchmark(spec.benchmark)
     for path in benchmark_data_files(spec, data_dir):
         if not path.is_file():
