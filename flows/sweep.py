@@ -187,8 +187,14 @@ def open_context(
     )
 
 
-def finish(ctx: RunContext, rows: list[dict[str, Any]], objectives: list) -> dict[str, Any]:
-    """Gate the results table, compute the frontier and write/log the Pareto artifacts."""
+def finish(
+    ctx: RunContext, rows: list[dict[str, Any]], objectives: list, z: float | None = None
+) -> dict[str, Any]:
+    """Gate the results table, compute the frontier and write/log the Pareto artifacts.
+
+    ``z`` (default ``--noise-z``): the frontier is taken beyond noise (a candidate is
+    dominated only by one better beyond ``z`` standard errors); the plain frontier is kept
+    as ``on_front_plain``. The hypervolume is the plain one either way."""
     from metrics import tracking
     from metrics.pareto import hypervolume, pareto_front
     from metrics.report import write_pareto_report
@@ -198,7 +204,8 @@ def finish(ctx: RunContext, rows: list[dict[str, Any]], objectives: list) -> dic
     ok = df[df["status"] == "ok"] if len(df) else df
     if len(ok):
         validate_results_table(ok)
-    front = pareto_front(df, objectives)
+    z = ctx.params.noise_z if z is None else z
+    front = pareto_front(df, objectives, z=z)
     on_front = front[front["on_front"] == True]  # noqa: E712 - pandas element-wise
     # Normalisation bounds: min/max over this command's ok candidates (recorded in pareto.json).
     # With one ok candidate the min/max normalisation is degenerate: no hypervolume.
@@ -211,6 +218,7 @@ def finish(ctx: RunContext, rows: list[dict[str, Any]], objectives: list) -> dic
         out_dir,
         title=f"{ctx.params.model}: Pareto frontier",
         screening=ctx.params.screening,
+        z=z,
     )
     for f in files.values():
         tracking.log_artifact(ctx.parent_run_id, str(f))
@@ -225,6 +233,8 @@ def finish(ctx: RunContext, rows: list[dict[str, Any]], objectives: list) -> dic
         "n_failed": float(len(rows) - n_ok),
         "n_on_front": float(len(on_front)),
     }
+    if z is not None:
+        metrics["noise_z"] = float(z)
     if hv is not None:
         metrics["hypervolume"] = hv
     tracking.log_metrics(ctx.parent_run_id, metrics)

@@ -31,12 +31,25 @@ def _score(row: Any, col: str, err_col: str) -> str:
     return f"{v:.3f} ± n/a" if _missing(err) else f"{v:.3f} ± {err:.3f}"
 
 
+def _perplexity(row: Any, col: str) -> str:
+    """``15.41 [14.80, 16.05]``: the perplexity and its 95 % confidence interval."""
+    v = row.get(col)
+    if _missing(v):
+        return "-"
+    bench = col.partition("/")[2]
+    lo, hi = row.get(f"perplexity_ci_low/{bench}"), row.get(f"perplexity_ci_high/{bench}")
+    ci = "n/a" if _missing(lo) or _missing(hi) else f"{lo:.2f}, {hi:.2f}"
+    return f"{v:.2f} [{ci}]"
+
+
 def format_results_table(df: pd.DataFrame) -> str:
     """Render the results table as aligned plain text.
 
-    Columns: candidate, status, accuracy ± stderr, each ``accuracy/<b>`` ± stderr, the
-    costs present, and ``on_front`` when ranked. Unmeasured values print as ``-``. A
-    table with a ``limit`` gets a ``SCREENING (limit=N)`` caption.
+    Columns: candidate, status, accuracy ± stderr, each ``accuracy/<b>`` ± stderr, each
+    ``perplexity/<b>`` with its 95 % confidence interval (``15.41 [14.80, 16.05]``), the
+    costs present, and ``on_front`` when ranked. Unmeasured values (a failed row, the
+    accuracy of a perplexity-only run) print as ``-``. A table with a ``limit`` gets a
+    ``SCREENING (limit=N)`` caption.
 
     Args:
         df: results table, one row per candidate.
@@ -45,7 +58,8 @@ def format_results_table(df: pd.DataFrame) -> str:
         The table as a string (lines joined by newlines).
     """
     benches = [c for c in df.columns if c.startswith("accuracy/")]
-    header = ["candidate", "status", "accuracy", *benches]
+    ppls = [c for c in df.columns if c.startswith("perplexity/")]
+    header = ["candidate", "status", "accuracy", *benches, *ppls]
     header += [c for c in _COSTS if c in df.columns]
     header += ["on_front"] if "on_front" in df.columns else []
     rows = []
@@ -54,6 +68,7 @@ def format_results_table(df: pd.DataFrame) -> str:
         cells = [str(row.get("candidate", "")), str(row.get("status", "ok"))]
         cells.append(_score(row, "accuracy", "accuracy_stderr"))
         cells += [_score(row, b, b.replace("accuracy/", "accuracy_stderr/")) for b in benches]
+        cells += [_perplexity(row, p) for p in ppls]
         for c, fmt in _COSTS.items():
             if c in df.columns:
                 cells.append("-" if _missing(row.get(c)) else fmt.format(row[c]))

@@ -1,8 +1,12 @@
 """Objectives: which metric a Pareto search optimises and in which direction.
 
 An objective is a metric name from the results table plus ``max`` or ``min``. Metric
-names are the columns every candidate row carries (see ``KNOWN_METRICS``), and
-``accuracy/<benchmark>`` for a single benchmark's score.
+names are the columns every candidate row carries (see ``KNOWN_METRICS``),
+``accuracy/<benchmark>`` for a single benchmark's score, and ``perplexity/<corpus>`` for
+a token-level perplexity benchmark (``perplexity/wikitext2``).
+
+Scores are measured on a sample of items or tokens, so they carry a standard error
+(``stderr_column``); costs are taken as measured.
 """
 
 from __future__ import annotations
@@ -17,10 +21,20 @@ from tasks.specs import BENCHMARKS
 
 Direction = Literal["max", "min"]
 
+# The benchmark ``perplexity`` (tasks.specs) is token-level perplexity on WikiText-2, not
+# an accuracy. Its row columns: ``perplexity/wikitext2`` (exp of the mean token negative
+# log-likelihood, >= 1, lower is better), ``perplexity_ci_low/wikitext2`` and
+# ``perplexity_ci_high/wikitext2`` (its 95 % confidence interval) and
+# ``log_perplexity_stderr/wikitext2`` (standard error of the mean token NLL in nats, i.e.
+# of log(perplexity)).
+PERPLEXITY_BENCHMARKS: tuple[str, ...] = ("perplexity",)
+PERPLEXITY_METRICS: tuple[str, ...] = ("perplexity/wikitext2",)
+
 # Each metric's natural direction, defined once: higher is better for scores and
-# throughput, lower for every cost.
+# throughput, lower for perplexity and every cost.
 DEFAULT_DIRECTIONS: dict[str, Direction] = {
     "accuracy": "max",
+    **dict.fromkeys(PERPLEXITY_METRICS, "min"),
     "latency_ms": "min",  # median ms per generated token, batch 1
     "throughput_tps": "max",  # generated tokens per second
     "memory_gb": "min",  # bytes of the weights held, GB
@@ -31,9 +45,10 @@ DEFAULT_DIRECTIONS: dict[str, Direction] = {
     "sparsity": "max",  # fraction of zeroed Linear weights
 }
 KNOWN_METRICS: tuple[str, ...] = tuple(DEFAULT_DIRECTIONS) + tuple(
-    f"accuracy/{b}" for b in BENCHMARKS
+    f"accuracy/{b}" for b in BENCHMARKS if b not in PERPLEXITY_BENCHMARKS
 )
-# Columns that are costs: a valid measurement is never negative.
+# Columns that are costs: a valid measurement is never negative. Perplexity is a score,
+# not a cost (and is >= 1, checked in metrics.validation).
 COST_METRICS: tuple[str, ...] = (
     "latency_ms",
     "throughput_tps",
@@ -43,6 +58,38 @@ COST_METRICS: tuple[str, ...] = (
     "co2_kg",
     "compression_ratio",
 )
+
+
+def stderr_column(name: str) -> str | None:
+    """The column holding the standard error of metric ``name``; None for exact metrics.
+
+    ``accuracy`` -> ``accuracy_stderr`` and ``accuracy/<b>`` -> ``accuracy_stderr/<b>``
+    (lm-eval's standard error of the mean item score, in accuracy units);
+    ``perplexity/<b>`` -> ``log_perplexity_stderr/<b>`` (standard error of the mean token
+    NLL in nats, so it applies to log(perplexity), see ``is_log_scale``). Costs are taken
+    as measured and have none.
+    """
+    if name == "accuracy":
+        return "accuracy_stderr"
+    kind, sep, bench = name.partition("/")
+    if sep and kind == "accuracy":
+        return f"accuracy_stderr/{bench}"
+    if sep and kind == "perplexity":
+        return f"log_perplexity_stderr/{bench}"
+    return None
+
+
+def is_log_scale(name: str) -> bool:
+    """True when the standard error of ``name`` is that of log(value) (perplexities)."""
+    return name.startswith("perplexity/")
+
+
+def ci_columns(name: str) -> tuple[str, str] | None:
+    """``(low, high)`` 95 % confidence-interval columns of a perplexity metric, else None."""
+    kind, sep, bench = name.partition("/")
+    if sep and kind == "perplexity":
+        return f"perplexity_ci_low/{bench}", f"perplexity_ci_high/{bench}"
+    return None
 
 
 class Objective(BaseModel):
@@ -77,7 +124,7 @@ def parse_objectives(text: str) -> list[Objective]:
     """Parse ``"accuracy:max,latency_ms:min"`` into objectives.
 
     A term without ``:direction`` takes the metric's natural direction
-    (``DEFAULT_DIRECTIONS``; ``accuracy/<b>`` is ``max``).
+    (``DEFAULT_DIRECTIONS``; ``accuracy/<b>`` is ``max``, ``perplexity/<b>`` is ``min``).
 
     Args:
         text: comma-separated ``name[:max|min]`` terms.

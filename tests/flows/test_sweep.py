@@ -213,3 +213,47 @@ def test_interrupt_marks_the_run_failed_and_keeps_earlier(
     assert by["parent"] == "KILLED"
     assert "magnitude-0.5+int8-bitsandbytes" not in by
     assert all(s != "RUNNING" for s in by.values())
+
+
+def test_perplexity_benchmark_in_the_table_and_a_frontier_beyond_noise(
+    tiny_model_dir, shared_data_dir, prefect_harness
+):
+    import json
+
+    s = _sweep(
+        tiny_model_dir,
+        shared_data_dir,
+        "--ppl-tokens",
+        "256",
+        "--ppl-window",
+        "128",
+        "--ppl-stride",
+        "64",
+        "--objectives",
+        "accuracy:max,perplexity/wikitext2:min,memory_gb:min",
+        "--noise-z",
+        "1",
+        "--experiment",
+        "tiny-ppl",
+        bench="commonsenseqa,perplexity",
+    )
+    assert s["n_ok"] == 4
+    for row in s["rows"]:
+        # accuracy averages the accuracy benchmarks only; perplexity has its own columns
+        assert row["accuracy"] == row["accuracy/commonsenseqa"]
+        assert "accuracy/perplexity" not in row
+        p = row["perplexity/wikitext2"]
+        assert row["perplexity_ci_low/wikitext2"] < p < row["perplexity_ci_high/wikitext2"]
+        assert row["log_perplexity_stderr/wikitext2"] > 0
+        assert row["eval_cost"]["perplexity"]["n_items"] == 256
+    kid = _children(s["parent_run_id"])[0]
+    assert "perplexity/wikitext2" in kid.data.metrics
+    assert "perplexity" in {a.path for a in _client().list_artifacts(kid.info.run_id)}
+    pareto = json.loads((Path(s["report_dir"]) / "pareto.json").read_text())
+    assert pareto["z"] == 1.0
+    # noise can only keep candidates on the frontier, never drop one
+    assert set(pareto["frontier_plain"]) <= set(pareto["frontier"])
+    from metrics.table import format_results_table
+
+    table = format_results_table(s["front"])
+    assert "perplexity/wikitext2" in table and " [" in table

@@ -46,3 +46,35 @@ def test_objective_is_frozen():
     o = Objective(name="accuracy", direction="max")
     with pytest.raises(ValueError):
         o.name = "latency_ms"
+
+
+def test_perplexity_is_a_known_metric_minimised_and_not_a_cost():
+    from metrics.types import COST_METRICS, DEFAULT_DIRECTIONS, KNOWN_METRICS
+
+    assert parse_objectives("perplexity/wikitext2") == [
+        Objective(name="perplexity/wikitext2", direction="min")
+    ]
+    objs = parse_objectives("accuracy,perplexity/wikitext2,latency_ms")
+    assert [o.direction for o in objs] == ["max", "min", "min"]
+    assert DEFAULT_DIRECTIONS["perplexity/wikitext2"] == "min"
+    assert "perplexity/wikitext2" in KNOWN_METRICS
+    assert "perplexity/wikitext2" not in COST_METRICS
+    # the perplexity benchmark has no accuracy: 'accuracy/perplexity' is not a metric
+    assert not any(m.startswith("accuracy/perplexity") for m in KNOWN_METRICS)
+    with pytest.raises(UserError, match="did you mean 'perplexity/wikitext2'"):
+        parse_objectives("perplexity/wikitext")
+
+
+def test_stderr_and_interval_columns():
+    from metrics.types import ci_columns, is_log_scale, stderr_column
+
+    assert stderr_column("accuracy") == "accuracy_stderr"
+    assert stderr_column("accuracy/gsm8k") == "accuracy_stderr/gsm8k"
+    assert stderr_column("perplexity/wikitext2") == "log_perplexity_stderr/wikitext2"
+    assert stderr_column("latency_ms") is None
+    assert is_log_scale("perplexity/wikitext2") and not is_log_scale("accuracy")
+    assert ci_columns("perplexity/wikitext2") == (
+        "perplexity_ci_low/wikitext2",
+        "perplexity_ci_high/wikitext2",
+    )
+    assert ci_columns("accuracy") is None and ci_columns("memory_gb") is None

@@ -76,3 +76,75 @@ def test_non_numeric_value():
     df.loc[0, "latency_ms"] = "fast"
     with pytest.raises(UserError, match=r"'bf16': latency_ms = 'fast' is not a number"):
         validate_results_table(df)
+
+
+PPL = "perplexity/wikitext2"
+LOW, HIGH = "perplexity_ci_low/wikitext2", "perplexity_ci_high/wikitext2"
+LOGSE = "log_perplexity_stderr/wikitext2"
+
+
+def ppl_table() -> pd.DataFrame:
+    return good_table().assign(
+        **{
+            PPL: [15.41, 18.0, np.nan],
+            LOW: [14.80, 17.0, np.nan],
+            HIGH: [16.05, 19.5, np.nan],
+            LOGSE: [0.02, 0.03, np.nan],
+        }
+    )
+
+
+def test_perplexity_table_passes():
+    validate_results_table(ppl_table())
+
+
+def test_perplexity_only_rows_pass():
+    # no accuracy column at all: only perplexity was run
+    df = ppl_table().drop(columns=["accuracy", "accuracy/gsm8k", "accuracy_stderr"])
+    validate_results_table(df)
+    from metrics.types import parse_objectives
+
+    validate_results_table(df, parse_objectives("perplexity/wikitext2,memory_gb"))
+
+
+def test_rows_without_perplexity_pass_unless_it_is_an_objective():
+    df = ppl_table()
+    df.loc[1, [PPL, LOW, HIGH, LOGSE]] = np.nan  # benchmark not run for this candidate
+    validate_results_table(df)
+    from metrics.types import parse_objectives
+
+    with pytest.raises(UserError, match=r"'nf4-bitsandbytes': perplexity/wikitext2 = missing"):
+        validate_results_table(df, parse_objectives("perplexity/wikitext2,memory_gb"))
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        (PPL, 0.9, r"'nf4-bitsandbytes': perplexity/wikitext2 = 0\.9 \(must be >= 1\)"),
+        (LOW, -1.0, r"'nf4-bitsandbytes': perplexity_ci_low/wikitext2 = -1\.0 \(must be >= 0\)"),
+        (HIGH, -1.0, r"'nf4-bitsandbytes': perplexity_ci_high/wikitext2 = -1\.0"),
+        (LOGSE, -0.01, r"'nf4-bitsandbytes': log_perplexity_stderr/wikitext2 = -0\.01 \(must"),
+        (LOW, 18.5, r"'nf4-bitsandbytes': perplexity_ci_low/wikitext2 = 18\.5 is above "),
+        (HIGH, 17.5, r"'nf4-bitsandbytes': perplexity/wikitext2 = 18\.0 is above "),
+        (PPL, np.nan, r"'nf4-bitsandbytes': perplexity/wikitext2 = missing \(NaN\) \(must be "),
+        (PPL, "low", r"'nf4-bitsandbytes': perplexity/wikitext2 = 'low' is not a number"),
+    ],
+)
+def test_perplexity_violations(column, value, message):
+    df = ppl_table().astype({column: object}) if isinstance(value, str) else ppl_table()
+    df.loc[1, column] = value
+    with pytest.raises(UserError, match=message):
+        validate_results_table(df)
+
+
+def test_interval_without_perplexity_column_is_caught():
+    df = ppl_table().drop(columns=[PPL])
+    with pytest.raises(UserError, match=r"'bf16': perplexity/wikitext2 = missing") as err:
+        validate_results_table(df)
+    assert "the row gives log_perplexity_stderr/wikitext2" in str(err.value)
+
+
+def test_perplexity_equal_to_its_bounds_passes():
+    df = ppl_table()
+    df.loc[0, [PPL, LOW, HIGH]] = [1.0, 1.0, 1.0]
+    validate_results_table(df)
