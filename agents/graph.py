@@ -19,8 +19,9 @@ from typing import Annotated, Any, Literal, TypedDict
 
 from pydantic import Field
 
+from agents.fidelity import MultiFidelity, rung_settings
 from agents.llm import InvalidProposal, LLMPolicy
-from agents.policies import AgentPolicy, SearchView, make_policy, proposal
+from agents.policies import AgentPolicy, SearchView, fidelity, make_policy, proposal
 from agents.space import Space
 from metrics.recommend import Constraints
 from metrics.types import parse_objectives
@@ -51,6 +52,8 @@ class SearchSettings(Spec):
     max_limit: int | None = None  # close calls are re-evaluated up to this many items
     z: float = Field(1.0, gt=0)
     max_llm_attempts: int = Field(2, ge=1)
+    # multi-fidelity ladder, cheapest rung first (agents/fidelity.py); None: one fidelity
+    fidelities: list[dict[str, Any]] | None = None
 
 
 class SearchState(TypedDict, total=False):
@@ -81,6 +84,7 @@ def view_of(settings: SearchSettings, history: list[dict[str, Any]]) -> SearchVi
         base_limit=settings.base_limit,
         max_limit=settings.max_limit,
         z=settings.z,
+        fidelities=settings.fidelities,
     )
 
 
@@ -91,7 +95,7 @@ def state_summary(view: SearchView, spent: dict[str, float]) -> dict[str, Any]:
         "n_evaluations": len(view.history),
         "n_candidates": len(view.latest()),
         "frontier": sorted(r["candidate"] for r in view.frontier()),
-        "reference_accuracy": ref["accuracy"] if ref else None,
+        "reference_accuracy": ref.get("accuracy") if ref else None,
         "spent": dict(spent),
     }
 
@@ -174,16 +178,17 @@ def build_graph(checkpointer: Any = None, chat_model: Any = None):
         view = view_of(s, state.get("history", []))
         ref = view.space.reference()
         if ref.canonical() not in view.tried():
-            return {
-                "proposal": proposal(
-                    ref,
-                    "reference",
-                    "the reference is evaluated first: the accuracy floor and the "
-                    "recommendation are measured against it",
-                    "reference",
-                    s.base_limit,
-                )
-            }
+            p = proposal(
+                ref,
+                "reference",
+                "the reference is evaluated first: the accuracy floor and the "
+                "recommendation are measured against it",
+                "reference",
+                s.base_limit,
+            )
+            if s.fidelities:
+                p.update(rung_settings(s.fidelities, 0))
+            return {"proposal": p}
         attempts = state.get("attempts", 0)
         if s.policy == "llm":
             if attempts < s.max_llm_attempts:
@@ -199,7 +204,10 @@ def build_graph(checkpointer: Any = None, chat_model: Any = None):
                     f"(last: {state.get('feedback')}): {p['reason']}"
                 )
             return {"proposal": p, "feedback": None}
-        return {"proposal": make_policy(s.policy, sampler=s.sampler).propose(view)}
+        policy = make_policy(s.policy, sampler=s.sampler)
+        if s.fidelities:
+            policy = MultiFidelity(policy)
+        return {"proposal": policy.propose(view)}
 
     def _rejected(reason: str, attempts: int) -> dict[str, Any]:
         return {
@@ -227,8 +235,8 @@ def build_graph(checkpointer: Any = None, chat_model: Any = None):
             else:
                 done = view.latest().get(p["key"])
                 if done is not None:
-                    higher = p.get("kind") == "reevaluate" and (
-                        (p.get("limit") or 10**12) > (done.get("limit") or 10**12)
+                    higher = p.get("kind") in ("reevaluate", "promote") and fidelity(p) > fidelity(
+                        done
                     )
                     if not higher:
                         problem = f"{c.label} was already evaluated"
@@ -265,7 +273,9 @@ def build_graph(checkpointer: Any = None, chat_model: Any = None):
         p = state.get("proposal")
         if reason is None and p is None:
             reason = "no proposal can improve the frontier: " + (
-                "every candidate of the space was evaluated"
+                "screening is done and every candidate that survived the races reached the top rung"
+                if s.fidelities
+                else "every candidate of the space was evaluated"
                 if len(view.tried()) >= len(view.space)
                 else f"policy {s.policy} has no candidate left to propose"
             )
@@ -277,16 +287,27 @@ def build_graph(checkpointer: Any = None, chat_model: Any = None):
                 "decisions": [{"event": "stop", "reason": reason, "state_seen": seen}],
             }
         assert p is not None
-        return {
-            "decisions": [
-                {
-                    "event": "propose",
-                    "index": int(spent.get("evaluations", 0)),
-                    **p,
-                    "state_seen": seen,
-                }
-            ]
+        p = dict(p)
+        # eliminations are recorded once, when the rung they happen at is first raced past
+        done = {
+            (d["key"], d["rung"])
+            for d in state.get("decisions", [])
+            if d.get("event") == "eliminate"
         }
+        out = [
+            {"event": "eliminate", **e}
+            for e in p.pop("eliminated", [])
+            if (e["key"], e["rung"]) not in done
+        ]
+        out.append(
+            {
+                "event": "propose",
+                "index": int(spent.get("evaluations", 0)),
+                **p,
+                "state_seen": seen,
+            }
+        )
+        return {"decisions": out, "proposal": p}
 
     g = StateGraph(SearchState)
     g.add_node("observe", observe)

@@ -57,13 +57,15 @@ class SearchView:
     base_limit: int | None = None
     max_limit: int | None = None  # re-evaluate close calls up to this many items; None: never
     z: float = 1.0  # standard errors that make a difference "beyond noise"
+    # multi-fidelity ladder (agents/fidelity.py); None: every evaluation at one fidelity
+    fidelities: list[dict[str, Any]] | None = None
 
     def latest(self) -> dict[str, dict[str, Any]]:
         """Per candidate, the observation at the highest fidelity (latest on ties)."""
         out: dict[str, dict[str, Any]] = {}
         for row in self.history:
             k = row["key"]
-            if k not in out or _lim(row.get("limit")) >= _lim(out[k].get("limit")):
+            if k not in out or fidelity(row) >= fidelity(out[k]):
                 out[k] = row
         return out
 
@@ -71,7 +73,12 @@ class SearchView:
         return {r["key"] for r in self.history}
 
     def ok_rows(self) -> list[dict[str, Any]]:
-        return [r for r in self.latest().values() if r.get("status") == "ok"]
+        """Ok rows at their highest fidelity; with a ladder, only those at the top rung."""
+        rows = [r for r in self.latest().values() if r.get("status") == "ok"]
+        if self.fidelities:
+            top = len(self.fidelities) - 1
+            rows = [r for r in rows if int(r.get("rung") or 0) == top]
+        return rows
 
     def reference_row(self) -> dict[str, Any] | None:
         r = self.latest().get(self.space.reference().canonical())
@@ -93,26 +100,19 @@ class SearchView:
         return [r for r, on in zip(usable, front["on_front"], strict=True) if on]
 
     def possible_frontier(self) -> list[dict[str, Any]]:
-        """Ok rows that no other row beats beyond noise: a row is dropped only when another
-        is no worse on every cost objective and better on an accuracy-type objective by more
-        than ``z`` combined standard errors (costs compared as measured)."""
+        """Ok rows that no other row beats beyond noise (``metrics.pareto.beats_beyond_noise``:
+        accuracy-type objectives and log perplexity compared with ``z`` combined standard
+        errors, costs as measured)."""
+        from metrics.pareto import beats_beyond_noise
+
         rows = [r for r in self.ok_rows() if all(_finite(r.get(o.name)) for o in self.objectives)]
-
-        def clearly_beats(a: dict[str, Any], b: dict[str, Any]) -> bool:
-            better = False
-            for o in self.objectives:
-                va, vb = float(a[o.name]), float(b[o.name])
-                if o.name.startswith("accuracy"):
-                    se = math.hypot(_se(a, o.name), _se(b, o.name))
-                    gap = (va - vb) if o.direction == "max" else (vb - va)
-                    if gap < -self.z * se:
-                        return False
-                    better = better or gap > self.z * se
-                elif (va > vb) if o.direction == "min" else (va < vb):
-                    return False
-            return better
-
-        return [b for b in rows if not any(clearly_beats(a, b) for a in rows if a is not b)]
+        return [
+            b
+            for b in rows
+            if not any(
+                beats_beyond_noise(a, b, self.objectives, self.z) for a in rows if a is not b
+            )
+        ]
 
     def score(self, row: dict[str, Any]) -> float:
         """Weighted score in [0, 1] (1 = best) normalised over the ok rows."""
@@ -136,6 +136,8 @@ class SearchView:
         drop = self.constraints.accuracy_drop
         if ref is None or drop is None or row["key"] == ref["key"]:
             return "ok"
+        if not (_finite(row.get("accuracy")) and _finite(ref.get("accuracy"))):
+            return "ok"  # a rung that measured no accuracy benchmark
         floor = ref["accuracy"] - drop
         se = math.hypot(_se(row), _se(ref))
         gap = row["accuracy"] - floor
@@ -151,6 +153,22 @@ class SearchView:
     def next_limit(self, row: dict[str, Any]) -> int:
         assert self.max_limit is not None
         return min(self.max_limit, 2 * int(row.get("limit") or self.max_limit))
+
+
+def quality(view: SearchView, row: dict[str, Any]) -> str:
+    """The row's quality objectives as text, e.g. ``accuracy 0.412`` or ``perplexity/wikitext2 22.6``."""
+    parts = [
+        f"{o.name} {float(row[o.name]):.4g}"
+        for o in view.objectives
+        if (o.name.startswith("accuracy") or o.name.startswith("perplexity"))
+        and _finite(row.get(o.name))
+    ]
+    return ", ".join(parts) or "no quality measured"
+
+
+def fidelity(row: dict[str, Any]) -> tuple[int, float]:
+    """Order of evaluations of one candidate: rung of the ladder, then items per task."""
+    return (int(row.get("rung") or 0), _lim(row.get("limit")))
 
 
 def _finite(v: Any) -> bool:
@@ -274,7 +292,7 @@ class AgentPolicy(Policy):
                         m.dst,
                         self.name,
                         f"push {m.axis} from frontier candidate {r['candidate']} "
-                        f"(accuracy {r['accuracy']:.3f}{self._within(view, r)})",
+                        f"({quality(view, r)}{self._within(view, r)})",
                         "push",
                         view.base_limit,
                     )
@@ -286,7 +304,7 @@ class AgentPolicy(Policy):
                         m.dst,
                         self.name,
                         f"back off: {r['candidate']} fell below the accuracy floor "
-                        f"({r['accuracy']:.3f}); milder {m.axis}",
+                        f"({quality(view, r)}); milder {m.axis}",
                         "back-off",
                         view.base_limit,
                     )
@@ -307,6 +325,8 @@ class AgentPolicy(Policy):
     def _within(view: SearchView, r: dict[str, Any]) -> str:
         ref = view.reference_row()
         if ref is None or view.constraints.accuracy_drop is None or r["key"] == ref["key"]:
+            return ""
+        if not (_finite(r.get("accuracy")) and _finite(ref.get("accuracy"))):
             return ""
         return (
             f", within {view.constraints.accuracy_drop * 100:g} pp of the reference "

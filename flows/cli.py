@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--benchmarks",
         type=_csv(str, "benchmark"),
         default=None,
-        help="comma list of gsm8k,truthfulqa,commonsenseqa,bbh,humaneval (default: all but humaneval)",
+        help="comma list of gsm8k,truthfulqa,commonsenseqa,bbh,humaneval,perplexity "
+        "(default: gsm8k,truthfulqa,commonsenseqa,bbh)",
     )
     g.add_argument(
         "--limit", type=int, default=None, help="items per benchmark (sub)task: a screening run"
@@ -121,6 +122,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="cap on generated tokens for generative tasks",
+    )
+    g.add_argument(
+        "--ppl-tokens",
+        type=int,
+        default=None,
+        help="perplexity: WikiText-2 test tokens scored (default 4096)",
+    )
+    g.add_argument(
+        "--ppl-window", type=int, default=None, help="perplexity: tokens per window (default 512)"
+    )
+    g.add_argument(
+        "--ppl-stride",
+        type=int,
+        default=None,
+        help="perplexity: new tokens scored per window (default 256)",
     )
     g.add_argument(
         "--data-dir", default=None, help="benchmark files folder (or ECOCOMPRESS_DATA_DIR)"
@@ -147,6 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--objectives",
         default=None,
         help="Pareto objectives, e.g. accuracy:max,latency_ms:min,memory_gb:min,energy_kwh:min",
+    )
+    g.add_argument(
+        "--noise-z",
+        type=float,
+        default=None,
+        help="frontier beyond noise: a candidate is dominated only by one better by more than "
+        "this many standard errors on accuracy / log perplexity (default: plain Pareto for "
+        "evaluate and sweep, 1 for optimize)",
     )
     g.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -254,7 +278,19 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--sampler", default="tpe", help="optuna sampler: tpe (default) | nsga2")
     g.add_argument("--seed", type=int, default=0, help="seed of the random and optuna policies")
-    g.add_argument("--max-candidates", type=int, default=8, help="evaluations budget (default 8)")
+    g.add_argument(
+        "--max-candidates",
+        type=int,
+        default=None,
+        help="evaluations budget (default 8; none with --multi-fidelity)",
+    )
+    g.add_argument(
+        "--multi-fidelity",
+        action="store_true",
+        help="screen on perplexity (1/8 of --ppl-tokens), race the survivors on a third of "
+        "--limit, then evaluate what is left in full (policies agent, optuna, random, grid)",
+    )
+
     g.add_argument("--max-minutes", type=float, default=None, help="evaluation time budget")
     g.add_argument("--carbon-budget", type=float, default=None, help="kg CO2eq the search may emit")
     g.add_argument(
@@ -302,11 +338,15 @@ def _run_params(args: argparse.Namespace):
         "bbh_tasks": args.bbh_tasks,
         "batch_size": args.batch_size,
         "max_gen_toks": args.max_gen_toks,
+        "ppl_tokens": args.ppl_tokens,
+        "ppl_window": args.ppl_window,
+        "ppl_stride": args.ppl_stride,
         "data_dir": args.data_dir,
         "experiment": args.experiment,
         "country": args.country,
         "carbon_intensity": args.carbon_intensity,
         "objectives": args.objectives,
+        "noise_z": args.noise_z,
         "allow_code_execution": args.allow_code_execution or None,
     }
     # Only what the user gave overrides RunParams' defaults (each default is defined once).
@@ -382,6 +422,13 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
 
 
+def _with_perplexity(args: argparse.Namespace, params):
+    """A multi-fidelity search screens on perplexity: add the benchmark if it is missing."""
+    if getattr(args, "multi_fidelity", False) and "perplexity" not in params.benchmarks:
+        return params.model_copy(update={"benchmarks": (*params.benchmarks, "perplexity")})
+    return params
+
+
 def _search_settings(args: argparse.Namespace, params):
     from agents.graph import SearchSettings
     from agents.policies import POLICIES
@@ -402,6 +449,22 @@ def _search_settings(args: argparse.Namespace, params):
         v = getattr(args, name)
         if v is not None and not (v > 0):
             raise UserError(f"--{name.replace('_', '-')} {v} must be > 0")
+    fidelities = None
+    if args.multi_fidelity:
+        from agents.fidelity import default_ladder
+
+        if args.policy == "llm":
+            raise UserError("--multi-fidelity works with policies agent, optuna, random, grid")
+        fidelities = default_ladder(
+            [b for b in params.benchmarks if b != "perplexity"],
+            params.limit,
+            params.ppl_tokens,
+            params.ppl_window,
+            params.ppl_stride,
+        )
+    max_candidates = args.max_candidates
+    if max_candidates is None and not args.multi_fidelity:
+        max_candidates = 8
     cands = _candidates(args)
     axes = {
         "bits": sorted({c.quant.bits for c in cands}, reverse=True),
@@ -430,12 +493,15 @@ def _search_settings(args: argparse.Namespace, params):
         accuracy_drop=args.accuracy_drop / 100.0,
         memory_limit_gb=mem,
         latency_limit_ms=lat,
-        max_candidates=args.max_candidates,
+        max_candidates=max_candidates,
         max_minutes=args.max_minutes,
         carbon_budget_kg=args.carbon_budget,
         patience=args.patience,
         base_limit=params.limit,
-        max_limit=reeval if params.limit is not None else None,
+        # with a ladder, the races replace close-call re-evaluation
+        max_limit=reeval if params.limit is not None and not fidelities else None,
+        z=params.noise_z if params.noise_z is not None else 1.0,
+        fidelities=fidelities,
     )
     return settings
 
@@ -450,7 +516,7 @@ def _study(args: argparse.Namespace) -> int:
         raise UserError(f"--replay {args.replay}: no such file")
     if args.seeds < 1:
         raise UserError(f"--seeds {args.seeds} must be >= 1")
-    params = _run_params(args)
+    params = _with_perplexity(args, _run_params(args))
     base = _search_settings(args, params)
     out = study_flow(
         args.which,
@@ -473,7 +539,7 @@ def _optimize(args: argparse.Namespace) -> int:
     from flows.optimize import optimize_flow
     from flows.report import print_optimize_summary, print_summary
 
-    params = _run_params(args)
+    params = _with_perplexity(args, _run_params(args))
     settings = _search_settings(args, params)
     thread = args.thread_id or f"opt-{secrets.token_hex(4)}"
     if not args.quiet:

@@ -120,6 +120,7 @@ def optimize_flow(
         tags = {
             "optimize_thread_id": thread_id,
             "evaluation_index": str(index),
+            **({"rung": str(prop["rung"])} if "rung" in prop else {}),
             "proposed_by": prop["policy"],
             "decision_kind": prop["kind"],
             "decision_reason": prop["reason"][:4000],
@@ -133,7 +134,8 @@ def optimize_flow(
             )
             if r.data.tags.get("mlflow.parentRunId") == ctx.parent_run_id
         ]
-        ctx.progress.start_candidate(f"{cand.label}  [{prop['policy']}: {prop['kind']}]")
+        rung = f" rung {prop['rung']}" if "rung" in prop else ""
+        ctx.progress.start_candidate(f"{cand.label}  [{prop['policy']}: {prop['kind']}{rung}]")
         e0, t0 = ctx.energy_spent_kwh, time.perf_counter()
         row = evaluate_candidate(
             ctx,
@@ -141,7 +143,11 @@ def optimize_flow(
             limit=prop["limit"],
             run_id=prior[0].info.run_id if prior else None,
             tags=tags,
+            benchmarks=prop.get("benchmarks"),
+            ppl_tokens=prop.get("ppl_tokens"),
         )
+        if "rung" in prop:
+            row.update(rung=prop["rung"], benchmarks=prop["benchmarks"])
         row.update(
             key=prop["key"],
             limit=prop["limit"],
@@ -156,7 +162,17 @@ def optimize_flow(
         values = run_search(graph, thread_id, settings, evaluate)
         # one row per candidate, its highest-fidelity evaluation, in first-seen order
         rows = list(view_of(settings, values.get("history", [])).latest().values())
-        summary = finish(ctx, rows, objectives)
+        if settings.fidelities:
+            # the frontier is taken on full evaluations only: a candidate eliminated at a
+            # lower rung stays in the table, marked, out of the Pareto step
+            top = len(settings.fidelities) - 1
+            rows = [
+                r
+                if r.get("status") != "ok" or int(r.get("rung") or 0) == top
+                else {**r, "status": f"eliminated at rung {int(r.get('rung') or 0)}"}
+                for r in rows
+            ]
+        summary = finish(ctx, rows, objectives, z=settings.z)
         out = _conclude(ctx, values, rows, settings, profile, register_model, thread_id)
     except KeyboardInterrupt:
         tracking.end_run(ctx.parent_run_id, "KILLED")

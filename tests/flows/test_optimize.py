@@ -175,3 +175,47 @@ def test_killed_optimize_resumes_without_rerunning_or_duplicating(
         "bf16",
         "int8-bitsandbytes",
     ]
+
+
+def test_multi_fidelity_optimize_screens_races_and_records_why(
+    tiny_model_dir, shared_data_dir, tmp_path, prefect_api
+):
+    home = tmp_path / "home"
+    args = argv(
+        tiny_model_dir,
+        shared_data_dir,
+        "--multi-fidelity",
+        "--ppl-tokens",
+        "256",
+        "--ppl-window",
+        "128",
+        "--ppl-stride",
+        "64",
+        "--limit",
+        "3",
+        "--thread-id",
+        "mf1",
+        "--no-register",
+    )
+    r = cli(home, prefect_api, args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    parent = next(x for x in runs(home, "mf1") if "mlflow.parentRunId" not in x.data.tags)
+    d = artifact(home, parent.info.run_id, "decisions.json")
+    props = [x for x in d["decisions"] if x["event"] == "propose"]
+    assert [p["rung"] for p in props] == sorted(p["rung"] for p in props)
+    assert props[0]["label"] == "bf16" and props[0]["benchmarks"] == ["perplexity"]
+    assert {p["kind"] for p in props if p["rung"] > 0} == {"promote"}
+    assert any(p["rung"] == 2 for p in props)
+    assert "screening is done" in d["stop_reason"]
+    for e in (x for x in d["decisions"] if x["event"] == "eliminate"):
+        assert e["reason"] and e["rung"] < 2
+    kids = [x for x in runs(home, "mf1") if "mlflow.parentRunId" in x.data.tags]
+    assert len(kids) == len(props)
+    rung0 = [k for k in kids if k.data.tags["rung"] == "0"]
+    # rung 0 screens on perplexity alone: no accuracy benchmark ran
+    assert rung0 and all("accuracy" not in k.data.metrics for k in rung0)
+    assert all("perplexity/wikitext2" in k.data.metrics for k in kids)
+    results = artifact(home, parent.info.run_id, "results.json")
+    top = [x for x in results if x.get("rung") == 2]
+    assert top and all(x["status"] == "ok" for x in top)
+    assert all(x["status"].startswith("eliminated at rung") for x in results if x.get("rung") != 2)
