@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_csv(str, "benchmark"),
         default=None,
         help="comma list of gsm8k,truthfulqa,commonsenseqa,bbh,humaneval,perplexity "
-        "(default: gsm8k,truthfulqa,commonsenseqa,bbh)",
+        "(default: all but humaneval)",
     )
     g.add_argument(
         "--limit", type=int, default=None, help="items per benchmark (sub)task: a screening run"
@@ -162,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--objectives",
         default=None,
-        help="Pareto objectives, e.g. accuracy:max,latency_ms:min,memory_gb:min,energy_kwh:min",
+        help="Pareto objectives (default: accuracy:max and perplexity/wikitext2:min when those "
+        "benchmarks run, then latency_ms:min,memory_gb:min,energy_kwh:min)",
     )
     g.add_argument(
         "--noise-z",

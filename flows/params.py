@@ -30,7 +30,17 @@ from tasks.specs import (
 
 DEFAULT_MODEL = "gemma-3-270m"
 DEFAULT_COUNTRY = "USA"
-DEFAULT_OBJECTIVES = "accuracy:max,latency_ms:min,memory_gb:min,energy_kwh:min"
+def default_objectives(benchmarks: tuple[str, ...]) -> str:
+    """The default objectives for what the benchmarks measure: accuracy when an accuracy
+    benchmark runs, perplexity when WikiText-2 perplexity runs, then the costs."""
+    from tasks.specs import ACCURACY_BENCHMARKS
+
+    quality = []
+    if any(b in ACCURACY_BENCHMARKS for b in benchmarks):
+        quality.append("accuracy:max")
+    if "perplexity" in benchmarks:
+        quality.append("perplexity/wikitext2:min")
+    return ",".join([*quality, "latency_ms:min,memory_gb:min,energy_kwh:min"])
 
 
 class RunParams(Spec):
@@ -48,7 +58,7 @@ class RunParams(Spec):
     experiment: str | None = None
     country: str = DEFAULT_COUNTRY
     carbon_intensity: float | None = None
-    objectives: str = DEFAULT_OBJECTIVES
+    objectives: str | None = None  # None: default_objectives(benchmarks)
     allow_code_execution: bool = False
     seed: int = DEFAULT_SEED
     # frontier beyond noise (metrics.pareto.beats_beyond_noise); None: plain Pareto
@@ -87,6 +97,8 @@ class RunParams(Spec):
         for b in self.num_fewshot:
             if b not in self.benchmarks:
                 raise ValueError(f"num_fewshot names {b!r}, which is not among the benchmarks run")
+        if self.objectives is None:
+            object.__setattr__(self, "objectives", default_objectives(self.benchmarks))
         if self.ppl_stride > self.ppl_window:
             raise ValueError(
                 f"ppl_stride {self.ppl_stride} must not exceed ppl_window {self.ppl_window}"

@@ -172,7 +172,7 @@ class CandidateSpec(Spec):
 BENCHMARKS = ("gsm8k", "truthfulqa", "commonsenseqa", "humaneval", "bbh", "perplexity")
 # Scored by accuracy (lm-eval); "perplexity" is WikiText-2 token perplexity (tasks.perplexity).
 ACCURACY_BENCHMARKS = ("gsm8k", "truthfulqa", "commonsenseqa", "humaneval", "bbh")
-DEFAULT_BENCHMARKS = ("gsm8k", "truthfulqa", "commonsenseqa", "bbh")
+DEFAULT_BENCHMARKS = ("gsm8k", "truthfulqa", "commonsenseqa", "bbh", "perplexity")
 DEFAULT_SHOTS = {
     "gsm8k": 8,
     "truthfulqa": 0,

@@ -1,7 +1,7 @@
 """End to end on the real gemma-3-270m (from the PyPI GGUF package), shared data, small limit.
 
 The main job as a user runs it, through the installed command: a 2 x 2 sweep (bf16 and NF4,
-dense and Wanda 50 %) on all five benchmarks, then the identical command again, which
+dense and Wanda 50 %) on all five benchmarks and WikiText-2 perplexity, then the identical command again, which
 must evaluate nothing.
 """
 
@@ -34,7 +34,9 @@ def _sweep(data_dir: Path) -> subprocess.CompletedProcess:
         "--sparsity",
         "0.5",
         "--benchmarks",
-        "truthfulqa,commonsenseqa,bbh,gsm8k,humaneval",
+        "truthfulqa,commonsenseqa,bbh,gsm8k,humaneval,perplexity",
+        "--ppl-tokens",
+        "1024",
         "--allow-code-execution",
         "--limit",
         "2",
@@ -98,6 +100,14 @@ def test_sweep_logs_real_numbers(first_run):
     assert 0.3 < mem["nf4-bitsandbytes"] < 0.45
     assert by["bf16"].data.metrics["compression_ratio"] == pytest.approx(2.0, rel=0.01)
     assert by["wanda-0.5+bf16"].data.metrics["sparsity"] == pytest.approx(0.5, abs=0.005)
+    ppl = {k: r.data.metrics for k, r in by.items()}
+    # dense gemma-3-270m on the first 1024 WikiText-2 test tokens: 17.2 when measured
+    # (tests/perf/planner_grid_fidelity.py); Wanda 50 % is worse beyond the 95 % intervals
+    assert 10 < ppl["bf16"]["perplexity/wikitext2"] < 30
+    assert (
+        ppl["wanda-0.5+bf16"]["perplexity_ci_low/wikitext2"]
+        > ppl["bf16"]["perplexity_ci_high/wikitext2"]
+    )
     pareto = c.download_artifacts(parent.info.run_id, "pareto.json")
     doc = json.loads(Path(pareto).read_text())
     assert doc["screening"] is True and doc["frontier"]
