@@ -12,7 +12,9 @@ dominance beyond noise instead of a fixed fraction (racing):
    the explorer's rules, so it does not push harder past it.
 2. **Race, rung by rung.** When the explorer has nothing left, the candidates of rung r
    that no other rung-r candidate beats beyond noise (``metrics.pareto.beats_beyond_noise``
-   with ``z`` standard errors on accuracy-type objectives and log perplexity), that
+   with ``z`` standard errors on accuracy-type objectives and log perplexity; at a rung
+   that lacks one of the search's quality objectives, only a quality difference beyond
+   noise eliminates, never a lower cost inside the noise), that
    respect the memory / latency limits and are not below the accuracy floor beyond noise,
    are promoted to rung r + 1, best weighted score first. All promotions out of rung r
    happen before any out of rung r + 1, so a rung's population is complete when it is
@@ -78,16 +80,34 @@ def rung_view(view: SearchView, r: int) -> SearchView:
     )
 
 
-def beaten_by(view: SearchView, row: dict[str, Any]) -> dict[str, Any] | None:
-    """The first ok row of ``view`` that beats ``row`` beyond noise, if any."""
+def is_proxy(objectives: list[Objective], rung: dict[str, Any]) -> bool:
+    """Does the rung lack a quality objective of the search (e.g. accuracy at a
+    perplexity-only rung)? Its quality numbers are then a proxy."""
+    return any(_quality(o) and not measures(rung, o.name) for o in objectives)
+
+
+def _quality(o: Objective) -> bool:
+    return o.name.startswith(("accuracy", "perplexity"))
+
+
+def beaten_by(view: SearchView, row: dict[str, Any], proxy: bool = False) -> dict[str, Any] | None:
+    """The first ok row of ``view`` that beats ``row`` beyond noise, if any.
+
+    With ``proxy`` (a rung that lacks one of the search's quality objectives), a row must
+    also be better beyond noise on a quality objective the rung does measure: being cheaper
+    while within the noise on the proxy says nothing about the objective not measured, so
+    it does not eliminate.
+    """
     from metrics.pareto import beats_beyond_noise
 
+    quality = [o for o in view.objectives if _quality(o)]
     rows = [r for r in view.ok_rows() if all(_finite(r.get(o.name)) for o in view.objectives)]
     for a in rows:
         if (
             a is not row
             and a["key"] != row["key"]
             and beats_beyond_noise(a, row, view.objectives, view.z)
+            and (not proxy or any(beats_beyond_noise(a, row, [o], view.z) for o in quality))
         ):
             return a
     return None
@@ -122,7 +142,7 @@ class MultiFidelity(Policy):
         assert fid is not None, "MultiFidelity needs a fidelity ladder"
         top = len(fid) - 1
         v0 = rung_view(view, 0)
-        p = self.explorer.propose(ScreenView.of(v0))
+        p = self.explorer.propose(ScreenView.of(v0, is_proxy(view.objectives, fid[0])))
         if p is not None:
             p.update(rung_settings(fid, 0))
             p["reason"] = f"screen at rung 0 ({describe(fid[0])}): {p['reason']}"
@@ -130,7 +150,7 @@ class MultiFidelity(Policy):
         for r in range(top):
             vr = rung_view(view, r)
             higher = {h["key"] for h in view.history if rung_of(h) > r}
-            survivors, eliminated = judge(vr)
+            survivors, eliminated = judge(vr, is_proxy(view.objectives, fid[r]))
             todo = [s for s in survivors if s["key"] not in higher]
             if not todo:
                 continue
@@ -152,8 +172,9 @@ class MultiFidelity(Policy):
         return None
 
 
-def judge(vr: SearchView) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Split a rung's ok rows into survivors and eliminations (with reasons)."""
+def judge(vr: SearchView, proxy: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split a rung's ok rows into survivors and eliminations (with reasons); ``proxy``: see
+    ``beaten_by``."""
     survivors, eliminated = [], []
     c = vr.constraints
     for row in sorted(vr.ok_rows(), key=lambda r: vr.space.index(vr.space.parse(r["key"]))):
@@ -165,7 +186,7 @@ def judge(vr: SearchView) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         elif "accuracy" in row and vr.verdict(row) == "bad":
             reason = f"accuracy {row['accuracy']:.3f} below the floor beyond {vr.z:g} stderr"
         else:
-            a = beaten_by(vr, row)
+            a = beaten_by(vr, row, proxy)
             if a is not None:
                 reason = (
                     f"beaten beyond {vr.z:g} stderr by {a['candidate']} "
@@ -210,16 +231,20 @@ class ScreenView(SearchView):
     candidate of the same family is treated as one that lost too much (``verdict`` bad),
     so the explorer backs off from it and never pushes harder past it."""
 
+    proxy: bool = False
+
     @classmethod
-    def of(cls, v: SearchView) -> ScreenView:
-        return cls(**{f: getattr(v, f) for f in v.__dataclass_fields__})
+    def of(cls, v: SearchView, proxy: bool = False) -> ScreenView:
+        out = cls(**{f: getattr(v, f) for f in v.__dataclass_fields__})
+        out.proxy = proxy
+        return out
 
     def verdict(self, row: dict[str, Any]) -> str:
         if "accuracy" in row and _finite(row.get("accuracy")):
             v = super().verdict(row)
             if v != "ok":
                 return v
-        a = beaten_by(self, row)
+        a = beaten_by(self, row, self.proxy)
         if a is not None and self.space.at_least_as_aggressive(
             self.space.parse(row["key"]), self.space.parse(a["key"])
         ):

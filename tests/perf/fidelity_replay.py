@@ -130,7 +130,15 @@ def front(rows: list[dict], objectives: str, z: float) -> set[str]:
     return set(df.loc[df["on_front"], "candidate"])
 
 
-def replay(rec: Recorded, ladder: list[dict], policy: str, seed: int, z: float, objectives: str):
+def replay(
+    rec: Recorded,
+    ladder: list[dict],
+    policy: str,
+    seed: int,
+    z: float,
+    objectives: str,
+    accuracy_drop: float | None,
+):
     from langgraph.checkpoint.memory import InMemorySaver
 
     from agents.graph import SearchSettings, build_graph, run_search
@@ -153,7 +161,7 @@ def replay(rec: Recorded, ladder: list[dict], policy: str, seed: int, z: float, 
         seed=seed,
         space=space.as_dict(),
         objectives=objectives,
-        accuracy_drop=0.05,
+        accuracy_drop=accuracy_drop,
         z=z if z > 0 else 1e-9,
         fidelities=ladder,
     )
@@ -174,6 +182,13 @@ def main() -> None:
     ap.add_argument("--z", type=float, default=1.0)
     ap.add_argument("--objectives", default=OBJECTIVES)
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument(
+        "--accuracy-drop",
+        type=float,
+        default=None,
+        help="pp below the reference that a race may eliminate on (default: none, so the "
+        "search looks for the same frontier as the grid, not the acceptable part of it)",
+    )
     ap.add_argument("--name", default="fidelity_replay")
     a = ap.parse_args()
     from agents.fidelity import default_ladder
@@ -205,7 +220,8 @@ def main() -> None:
     runs = []
     for policy, seeds in (("agent", [0]), ("random", list(range(a.seeds))), ("grid", [0])):
         for seed in seeds:
-            values, spent = replay(rec, ladder, policy, seed, a.z, a.objectives)
+            drop = None if a.accuracy_drop is None else a.accuracy_drop / 100
+            values, spent = replay(rec, ladder, policy, seed, a.z, a.objectives, drop)
             topn = len(ladder) - 1
             mine = [h for h in values["history"] if h["rung"] == topn]
             got = front(mine, a.objectives, a.z) if mine else set()
@@ -256,6 +272,7 @@ def main() -> None:
             "(see the script's docstring for how observations and costs are derived)",
             "objectives": a.objectives,
             "z": a.z,
+            "accuracy_drop_pp": a.accuracy_drop,
             "ladder": ladder,
             "exhaustive": {
                 **full_cost,

@@ -75,14 +75,11 @@ def checkpoint(row: dict) -> Path:
     return hits[0]
 
 
-def perplexity_windows(row: dict, tokens: int, window: int, stride: int) -> dict:
+def grid_ref(path: Path):
+    """A ModelRef for one of the grid's checkpoint folders (loading only reads the path)."""
     from tasks.artifacts import ModelRef
-    from tasks.perplexity import evaluation_ids, score_windows, summarise
-    from tasks.quantize import clear_loaded, load_candidate
-    from tasks.specs import QuantSpec
 
-    path = checkpoint(row)
-    ref = ModelRef(
+    return ModelRef(
         id=f"grid-{path.name}",
         path=str(path),
         content_hash="grid",
@@ -90,6 +87,15 @@ def perplexity_windows(row: dict, tokens: int, window: int, stride: int) -> dict
         source="package",
         reference_weight_bytes=1,
     )
+
+
+def perplexity_windows(row: dict, tokens: int, window: int, stride: int) -> dict:
+    from tasks.perplexity import evaluation_ids, score_windows, summarise
+    from tasks.quantize import clear_loaded, load_candidate
+    from tasks.specs import QuantSpec
+
+    path = checkpoint(row)
+    ref = grid_ref(path)
     quant = QuantSpec(bits=row["bits"], backend=row["quant_backend"])
     clear_loaded()
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -109,28 +115,30 @@ def perplexity_windows(row: dict, tokens: int, window: int, stride: int) -> dict
 
 
 def lm_eval_fixed_cost(row: dict, limits: list[int]) -> dict:
-    """Re-run lm-eval on the reference at small limits: CPU seconds, and whether the scores
-    equal the prefix of the grid's limit-30 per-item records."""
+    """Re-run lm-eval on the reference at several limits in one warm process (the task
+    index is built by a 1-item warm-up first, as an optimize process builds it once): CPU
+    seconds per limit, a least-squares ``cpu = fixed + per_item * items``, and how many
+    items score differently from the first items of the grid's limit-30 run."""
     import tempfile
 
-    from tasks.artifacts import ModelRef
     from tasks.evaluate import evaluate_benchmark
     from tasks.quantize import load_candidate
     from tasks.specs import EvalSpec, QuantSpec
 
-    path = checkpoint(row)
-    ref = ModelRef(
-        id=f"grid-{path.name}",
-        path=str(path),
-        content_hash="grid",
-        model_name="gemma-3-270m",
-        source="package",
-        reference_weight_bytes=1,
+    model, tok = load_candidate(
+        grid_ref(checkpoint(row)), QuantSpec(bits=row["bits"], backend=row["quant_backend"])
     )
-    model, tok = load_candidate(ref, QuantSpec(bits=row["bits"], backend=row["quant_backend"]))
     out: dict = {}
     for bench in ("commonsenseqa", "bbh"):
         full = item_scores(lm_eval_file(row["run_id"], bench), bench)
+        with tempfile.TemporaryDirectory() as d:  # warm-up: task index, first-call costs
+            evaluate_benchmark(
+                model,
+                tok,
+                EvalSpec(benchmark=bench, limit=1, max_gen_toks=16),
+                common.data_dir(),
+                Path(d),
+            )
         runs = []
         for k in limits:
             spec = EvalSpec(benchmark=bench, limit=k, max_gen_toks=16)
@@ -139,26 +147,25 @@ def lm_eval_fixed_cost(row: dict, limits: list[int]) -> dict:
                 res = evaluate_benchmark(model, tok, spec, common.data_dir(), Path(d))
                 cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
                 small = item_scores(Path(res.results_path), bench)
-            prefix_equal = all(small[t] == full[t][:k] for t in small)
+            differ = sum(a != b for t in small for a, b in zip(small[t], full[t][:k], strict=True))
             runs.append(
                 {
                     "limit": k,
                     "n_items": res.n_items,
                     "cpu_s": cpu,
                     "wall_s": wall,
-                    "prefix_equal": prefix_equal,
+                    "items_scored_differently_from_grid_prefix": differ,
                 }
             )
-        grid_cost = row["eval_cost"][bench]
-        pts = [(r["n_items"], r["cpu_s"]) for r in runs] + [
-            (grid_cost["n_items"], grid_cost["cpu_s"])
-        ]
-        # least squares cpu = a + b * n over the small runs and the grid's own run
+        pts = [(r["n_items"], r["cpu_s"]) for r in runs]
         n_bar = sum(n for n, _ in pts) / len(pts)
         c_bar = sum(c for _, c in pts) / len(pts)
         b = sum((n - n_bar) * (c - c_bar) for n, c in pts) / sum((n - n_bar) ** 2 for n, _ in pts)
-        a = c_bar - b * n_bar
-        out[bench] = {"runs": runs, "fit": {"fixed_cpu_s": a, "cpu_s_per_item": b}, "points": pts}
+        out[bench] = {
+            "runs": runs,
+            "fit": {"fixed_cpu_s": c_bar - b * n_bar, "cpu_s_per_item": b},
+            "grid_limit30_cpu_s": row["eval_cost"][bench]["cpu_s"],
+        }
     return out
 
 
@@ -168,8 +175,14 @@ def main() -> None:
     ap.add_argument("--ppl-window", type=int, default=512)
     ap.add_argument("--ppl-stride", type=int, default=256)
     ap.add_argument("--only", default=None, help="comma list of candidate labels")
-    ap.add_argument("--fixed-cost-limits", default="5,15")
+    ap.add_argument("--fixed-cost-limits", default="5,10,15,30")
     ap.add_argument("--name", default="planner_grid_fidelity")
+    ap.add_argument(
+        "--replace",
+        action="store_true",
+        help="re-measure the --only candidates and replace them in the existing results file "
+        "(e.g. ones measured while the machine was busy)",
+    )
     a = ap.parse_args()
     import os
 
@@ -196,6 +209,23 @@ def main() -> None:
             flush=True,
         )
         cands.append({"candidate": row["candidate"], "items": items, "perplexity": ppl})
+    if a.replace:
+        old = json.loads((common.RESULTS / f"{a.name}.json").read_text())
+        assert old["perplexity_settings"]["tokens"] == a.ppl_tokens
+        new = {c["candidate"]: c for c in cands}
+        for c in old["candidates"]:
+            if c["candidate"] in new:
+                c.update(new[c["candidate"]])
+        if a.fixed_cost_limits:
+            ref_row = next(r for r in grid["rows"] if r["candidate"] == "bf16")
+            limits = [int(x) for x in a.fixed_cost_limits.split(",")]
+            old["lm_eval_fixed_cost"] = lm_eval_fixed_cost(ref_row, limits)
+        old.setdefault("first_run_machine", old["machine"])
+        old.setdefault("remeasured", []).append(
+            {"candidates": sorted(new), "date": common.machine()["date"]}
+        )
+        common.write(a.name, {k: v for k, v in old.items() if k != "machine"})
+        return
     ref_row = next(r for r in grid["rows"] if r["candidate"] == "bf16")
     limits = [int(x) for x in a.fixed_cost_limits.split(",") if x]
     fixed = lm_eval_fixed_cost(ref_row, limits) if limits and not only else None
