@@ -129,3 +129,34 @@ def test_a_memory_limit_eliminates_at_the_lowest_rung():
     elim = {d["candidate"]: d for d in v["decisions"] if d["event"] == "eliminate"}
     assert elim["bf16"]["rung"] == 0 and "memory" in elim["bf16"]["reason"]
     assert all(h["memory_gb"] <= 0.5 for h in v["history"] if h["rung"] > 0)
+
+
+def test_a_proxy_rung_eliminates_only_on_quality_beyond_noise():
+    from agents.fidelity import judge, rung_view
+    from agents.graph import view_of
+
+    s = SearchSettings(space=SPACE.as_dict(), objectives=OBJ, fidelities=LADDER)
+    c16, c8 = SPACE.candidates[0], next(c for c in SPACE.candidates if c.quant.bits == 8)
+
+    def row(c, p, se):
+        return {
+            "key": c.canonical(),
+            "candidate": c.label,
+            "status": "ok",
+            "rung": 0,
+            "memory_gb": metrics(c)["memory_gb"],
+            "perplexity/wikitext2": p,
+            "log_perplexity_stderr/wikitext2": se,
+        }
+
+    # int8 is cheaper and its perplexity lower, but inside the noise: no elimination
+    close = rung_view(view_of(s, [row(c16, 18.9, 0.13), row(c8, 17.3, 0.13)]), 0)
+    survivors, eliminated = judge(close, proxy=True)
+    assert len(survivors) == 2 and not eliminated
+    # without the proxy rule the cheaper candidate's within-noise edge would decide
+    assert len(judge(close, proxy=False)[1]) == 1
+    # beyond the noise it eliminates, naming the candidate that beat it
+    far = rung_view(view_of(s, [row(c16, 40.0, 0.05), row(c8, 17.3, 0.05)]), 0)
+    survivors, eliminated = judge(far, proxy=True)
+    assert [e["candidate"] for e in eliminated] == ["bf16"]
+    assert "int8-bitsandbytes" in eliminated[0]["reason"]
