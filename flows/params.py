@@ -30,6 +30,8 @@ from tasks.specs import (
 
 DEFAULT_MODEL = "gemma-3-270m"
 DEFAULT_COUNTRY = "USA"
+
+
 def default_objectives(benchmarks: tuple[str, ...]) -> str:
     """The default objectives for what the benchmarks measure: accuracy when an accuracy
     benchmark runs, perplexity when WikiText-2 perplexity runs, then the costs."""
