@@ -101,6 +101,7 @@ class RunParams(Spec):
                 raise ValueError(f"num_fewshot names {b!r}, which is not among the benchmarks run")
         if self.objectives is None:
             object.__setattr__(self, "objectives", default_objectives(self.benchmarks))
+        self._objectives_measured()
         if self.ppl_stride > self.ppl_window:
             raise ValueError(
                 f"ppl_stride {self.ppl_stride} must not exceed ppl_window {self.ppl_window}"
@@ -111,6 +112,26 @@ class RunParams(Spec):
                 "to run it (sandboxed subprocess, no network, time and memory limits)"
             )
         return self
+
+    def _objectives_measured(self) -> None:
+        """Every objective must be a column the benchmarks run will produce (checked before
+        any work, not at the Pareto step)."""
+        from tasks.specs import ACCURACY_BENCHMARKS
+
+        for term in self.objectives.split(","):
+            name = term.partition(":")[0].strip()
+            if name == "accuracy" and not any(b in ACCURACY_BENCHMARKS for b in self.benchmarks):
+                raise ValueError(
+                    f"objective {name!r} needs an accuracy benchmark, but only "
+                    f"{','.join(self.benchmarks)} run"
+                )
+            kind, sep, rest = name.partition("/")
+            bench = "perplexity" if kind == "perplexity" else rest
+            if sep and kind in ("accuracy", "perplexity") and bench not in self.benchmarks:
+                raise ValueError(
+                    f"objective {name!r} needs benchmark {bench!r}, which is not among "
+                    f"--benchmarks {','.join(self.benchmarks)}"
+                )
 
     def eval_specs(self) -> list[EvalSpec]:
         """One EvalSpec per benchmark, in the order asked for."""

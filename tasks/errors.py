@@ -23,6 +23,7 @@ def one_line(exc: BaseException) -> str:
             msg = str(err.get("msg", ""))
             msg = msg.removeprefix("Value error, ")
             loc = ".".join(str(x) for x in err.get("loc", ()))
-            parts.append(msg if msg and loc and loc.split(".")[-1] in msg else f"{loc}: {msg}")
+            in_msg = msg and loc and loc.split(".")[-1] in msg
+            parts.append(msg if in_msg or not loc else f"{loc}: {msg}")
         return "; ".join(parts)
     return " ".join(str(exc).split()) or type(exc).__name__

@@ -65,6 +65,19 @@ def _assert_one_line_error(r: subprocess.CompletedProcess, *needles: str) -> Non
             ["unknown benchmark 'truthfullqa'", "did you mean 'truthfulqa'"],
         ),
         (["evaluate", "--limit", "-5"], ["limit -5 must be a positive number"]),
+        (
+            ["evaluate", "--benchmarks", "perplexity", "--objectives", "accuracy:max"],
+            ["objective 'accuracy' needs an accuracy benchmark"],
+        ),
+        (
+            ["sweep", "--benchmarks", "bbh", "--objectives", "perplexity/wikitext2:min"],
+            ["needs benchmark 'perplexity'"],
+        ),
+        (
+            ["evaluate", "--ppl-window", "128", "--ppl-stride", "256"],
+            ["must not exceed ppl_window"],
+        ),
+        (["sweep", "--noise-z", "0"], ["noise_z", "greater than 0"]),
         (["evaluate", "--data-dir", "/no/such/dir"], ["data_dir /no/such/dir does not exist"]),
         (["evaluate", "--benchmarks", "humaneval"], ["--allow-code-execution"]),
         (["optimize", "--policy", "bayes"], ["unknown policy 'bayes'", "agent, optuna"]),
@@ -75,6 +88,10 @@ def _assert_one_line_error(r: subprocess.CompletedProcess, *needles: str) -> Non
         (["optimize", "--max-candidates", "0"], ["--max-candidates 0 must be >= 1"]),
         (["optimize", "--memory-limit", "-1"], ["--memory-limit -1.0 must be > 0"]),
         (["optimize", "--policy", "llm"], ["policy llm needs --llm"]),
+        (
+            ["optimize", "--policy", "llm", "--llm", "x:y", "--multi-fidelity"],
+            ["--multi-fidelity works with policies agent, optuna, random, grid"],
+        ),
         (["study", "rq5"], ["unknown study 'rq5'", "rq1, rq2"]),
         (["study", "rq1", "--replay", "/no/grid.json"], ["--replay /no/grid.json: no such file"]),
     ],
