@@ -38,6 +38,7 @@ from metrics.types import Objective
 from tasks.specs import ACCURACY_BENCHMARKS
 
 PPL = "perplexity/wikitext2"
+MID_LIMIT_UNLIMITED = 100
 
 
 def rung_of(row: dict[str, Any]) -> int:
@@ -151,11 +152,11 @@ class MultiFidelity(Policy):
             vr = rung_view(view, r)
             higher = {h["key"] for h in view.history if rung_of(h) > r}
             survivors, eliminated = judge(vr, is_proxy(view.objectives, fid[r]))
-            todo = [s for s in survivors if s["key"] not in higher]
-            if not todo:
+            waiting = [s for s in survivors if s["key"] not in higher]
+            if not waiting:
                 continue
-            todo.sort(key=lambda s: (-vr.score(s), vr.space.index(vr.space.parse(s["key"]))))
-            s = todo[0]
+            waiting.sort(key=lambda s: (-vr.score(s), vr.space.index(vr.space.parse(s["key"]))))
+            s = waiting[0]
             c = vr.space.parse(s["key"])
             out = proposal(
                 c,
@@ -256,7 +257,7 @@ def default_ladder(
     benchmarks: list[str], limit: int | None, ppl_tokens: int, window: int, stride: int
 ) -> list[dict[str, Any]]:
     """Three rungs: perplexity alone on 1/8 of the tokens; every benchmark on a third of
-    the items and half the tokens; the full evaluation. Token budgets are aligned on the
+    the items (100 per task without ``limit``) and half the tokens; the full evaluation. Token budgets are aligned on the
     windows (``window + k * stride``) so a smaller budget is a prefix of a larger one."""
 
     def aligned(t: int) -> int:
@@ -265,7 +266,9 @@ def default_ladder(
         return window + math.ceil((t - window) / stride) * stride
 
     full = list(dict.fromkeys([*benchmarks, "perplexity"]))
-    mid_limit = None if limit is None else max(1, math.ceil(limit / 3))
+    # a third of the top rung's items; when the top rung is the whole benchmark (no
+    # --limit), MID_LIMIT_UNLIMITED items per task, so rung 1 stays a screen
+    mid_limit = MID_LIMIT_UNLIMITED if limit is None else max(1, math.ceil(limit / 3))
     return [
         {"benchmarks": ["perplexity"], "limit": None, "ppl_tokens": aligned(ppl_tokens // 8)},
         {"benchmarks": full, "limit": mid_limit, "ppl_tokens": aligned(ppl_tokens // 2)},

@@ -245,7 +245,7 @@ def build_graph(checkpointer: Any = None, chat_model: Any = None):
         if p.get("policy") == "llm":
             return _rejected(problem, state.get("attempts", 0))
         # a built-in policy proposing an invalid candidate is a bug: record it, use the agent
-        alt = AgentPolicy().propose(view)
+        alt = (MultiFidelity(AgentPolicy()) if s.fidelities else AgentPolicy()).propose(view)
         if alt is not None:
             alt["reason"] = f"fallback to agent ({p.get('policy')}: {problem}): {alt['reason']}"
         return {

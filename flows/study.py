@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import statistics
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from prefect import flow
 
 from agents.graph import SearchSettings
 from flows.params import RunParams
+from flows.study_report import TITLES, accuracy_text, md_table, write_study_report
 from metrics.recommend import PROFILES, Constraints, recommend
 from tasks.errors import UserError
 
@@ -51,28 +51,6 @@ def _optimize(params: RunParams, s: SearchSettings, kind: str, quiet: bool) -> d
     from flows.optimize import optimize_flow
 
     return optimize_flow(params, s, _thread(kind, params, s), register_model=False, quiet=quiet)
-
-
-def _fmt(v: Any, nd: int = 3) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:.{nd}g}" if abs(v) < 1e-2 and v != 0 else f"{v:.{nd}f}"
-    return str(v)
-
-
-def md_table(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "(no rows)\n"
-    cols = list(rows[0])
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    out += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
-    return "\n".join(out) + "\n"
-
-
-def _acc(r: dict[str, Any]) -> str:
-    se = r.get("accuracy_stderr")
-    return f"{r['accuracy']:.3f} ± {se:.3f}" if se is not None else f"{r['accuracy']:.3f} ± n/a"
 
 
 # ---------------------------------------------------------------- RQ1
@@ -194,7 +172,7 @@ def rq2(params: RunParams, base: SearchSettings, quiet: bool):
                 "step": i + 1,
                 "candidate": h["candidate"],
                 "proposed by": h.get("policy"),
-                "accuracy": _acc(h) if h.get("status") == "ok" else h.get("status"),
+                "accuracy": accuracy_text(h) if h.get("status") == "ok" else h.get("status"),
                 "energy_kwh (its evaluation)": h.get("energy_kwh"),
                 "co2_kg (its evaluation)": h.get("co2_kg"),
                 "co2_kg emitted now": h.get("emitted_co2_kg"),
@@ -349,7 +327,7 @@ def rq4(params: RunParams, base: SearchSettings, quiet: bool, carbon_budget: flo
                 "evaluations": s["evaluations"],
                 "stop": s["stop_reason"],
                 "recommended": rec.get("candidate"),
-                "accuracy": _acc(chosen) if chosen else None,
+                "accuracy": accuracy_text(chosen) if chosen else None,
                 "memory_gb": chosen.get("memory_gb") if chosen else None,
                 "latency_ms": chosen.get("latency_ms") if chosen else None,
             }
@@ -387,8 +365,6 @@ def study_flow(
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Run one study; log report.md/report.html/table.json to an MLflow run; return them."""
-    from metrics import tracking
-
     if which not in STUDIES:
         raise UserError(f"unknown study {which!r}: allowed {', '.join(STUDIES)}")
     seeds = seeds or [0]
@@ -402,36 +378,4 @@ def study_flow(
         text, figs, table = rq3(params, base, quiet)
     else:
         text, figs, table = rq4(params, base, quiet, carbon_budget)
-    title = {
-        "rq1": "RQ1 - dynamic (agent, optuna) vs static (random, grid) search",
-        "rq2": "RQ2 - energy and carbon along the agent's path",
-        "rq3": "RQ3 - objective weights and the recommendation",
-        "rq4": "RQ4 - resource constraints",
-    }[which]
-    out = Path(tempfile.mkdtemp(prefix=f"ecocompress-{which}-"))
-    md = f"# {title}\n\n{text}"
-    (out / "report.md").write_text(md)
-    html = [f"<h1>{title}</h1><pre>{_escape(text)}</pre>"]
-    html += [f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figs)]
-    (out / "report.html").write_text("<html><body>" + "\n".join(html) + "</body></html>")
-    experiment = params.experiment or "ecocompress-studies"
-    run = tracking.start_parent_run(
-        experiment,
-        run_name=f"study-{which}",
-        params={
-            "study": which,
-            "model": params.model,
-            "limit": str(params.limit),
-            "replay": replay_path or "none",
-        },
-        tags={**tracking.provenance_tags(), "command": "study"},
-    )
-    for f in ("report.md", "report.html"):
-        tracking.log_artifact(run, str(out / f))
-    tracking.log_dict(run, table, "table.json")
-    tracking.end_run(run, "FINISHED")
-    return {"text": md, "table": table, "run_id": run, "report_dir": str(out)}
-
-
-def _escape(s: str) -> str:
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return write_study_report(which, TITLES[which], text, figs, table, params, replay_path)

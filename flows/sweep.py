@@ -37,7 +37,9 @@ def prepare_data(params: RunParams) -> tuple[dict[str, str], str]:
         hashes[spec.benchmark] = data_hash(benchmark_data_files(spec, data_dir))
     calib = ""
     if data_dir is not None:
-        wt = data_dir / "wikitext2" / "wiki.test.raw.gz"
+        from tasks.calibration import WIKITEXT_TEST
+
+        wt = data_dir / WIKITEXT_TEST
         calib = data_hash([wt]) if wt.is_file() else "missing"
     return hashes, calib
 

@@ -114,8 +114,7 @@ def evaluate_benchmark(
     if spec.benchmark == "perplexity":
         from tasks.perplexity import evaluate_perplexity
 
-        if data_dir is not None:
-            validate_benchmark_data(spec, Path(data_dir))
+        # reading the text is its check (missing, unreadable, empty: one-line errors)
         return evaluate_perplexity(model, tokenizer, spec, data_dir, out_dir)
 
     import lm_eval

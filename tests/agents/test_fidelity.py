@@ -67,6 +67,8 @@ def test_default_ladder_is_cheap_first_and_aligned_on_windows():
         assert (t - 512) % 256 == 0
     # a budget below one window is the budget itself
     assert default_ladder(["bbh"], 6, 300, 512, 256)[0]["ppl_tokens"] == 300
+    # without --limit the top rung is the whole benchmark; rung 1 still screens
+    assert [r["limit"] for r in default_ladder(["bbh"], None, 4096, 512, 256)] == [None, 100, None]
 
 
 def test_perplexity_stands_in_for_accuracy_where_no_accuracy_is_measured():
