@@ -33,9 +33,9 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from agents.policies import Policy, SearchView, proposal
-from metrics.types import Objective
-from tasks.specs import ACCURACY_BENCHMARKS
+from ecocompress.agents.policies import Policy, SearchView, proposal
+from ecocompress.metrics.types import Objective
+from ecocompress.tasks.specs import ACCURACY_BENCHMARKS
 
 PPL = "perplexity/wikitext2"
 MID_LIMIT_UNLIMITED = 100
@@ -99,7 +99,7 @@ def beaten_by(view: SearchView, row: dict[str, Any], proxy: bool = False) -> dic
     while within the noise on the proxy says nothing about the objective not measured, so
     it does not eliminate.
     """
-    from metrics.pareto import beats_beyond_noise
+    from ecocompress.metrics.pareto import beats_beyond_noise
 
     quality = [o for o in view.objectives if _quality(o)]
     rows = [r for r in view.ok_rows() if all(_finite(r.get(o.name)) for o in view.objectives)]

@@ -19,14 +19,14 @@ from typing import Annotated, Any, Literal, TypedDict
 
 from pydantic import Field
 
-from agents.fidelity import MultiFidelity, rung_settings
-from agents.llm import InvalidProposal, LLMPolicy
-from agents.policies import AgentPolicy, SearchView, fidelity, make_policy, proposal
-from agents.space import Space
-from metrics.recommend import Constraints
-from metrics.types import parse_objectives
-from tasks.errors import UserError
-from tasks.specs import Spec
+from ecocompress.agents.fidelity import MultiFidelity, rung_settings
+from ecocompress.agents.llm import InvalidProposal, LLMPolicy
+from ecocompress.agents.policies import AgentPolicy, SearchView, fidelity, make_policy, proposal
+from ecocompress.agents.space import Space
+from ecocompress.metrics.recommend import Constraints
+from ecocompress.metrics.types import parse_objectives
+from ecocompress.tasks.errors import UserError
+from ecocompress.tasks.specs import Spec
 
 
 class SearchSettings(Spec):

@@ -6,8 +6,8 @@ import json
 import re
 from typing import Any
 
-from agents.policies import Policy, SearchView, proposal
-from agents.space import candidate_from_fields
+from ecocompress.agents.policies import Policy, SearchView, proposal
+from ecocompress.agents.space import candidate_from_fields
 
 
 class InvalidProposal(ValueError):

@@ -18,10 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.space import Space
-from metrics.recommend import Constraints
-from metrics.types import Objective
-from tasks.specs import CandidateSpec
+from ecocompress.agents.space import Space
+from ecocompress.metrics.recommend import Constraints
+from ecocompress.metrics.types import Objective
+from ecocompress.tasks.specs import CandidateSpec
 
 POLICIES = ("agent", "optuna", "random", "grid", "llm")
 
@@ -88,7 +88,7 @@ class SearchView:
         """Ok rows on the Pareto front of the objectives."""
         import pandas as pd
 
-        from metrics.pareto import pareto_front
+        from ecocompress.metrics.pareto import pareto_front
 
         rows = self.ok_rows()
         if not rows:
@@ -103,7 +103,7 @@ class SearchView:
         """Ok rows that no other row beats beyond noise (``metrics.pareto.beats_beyond_noise``:
         accuracy-type objectives and log perplexity compared with ``z`` combined standard
         errors, costs as measured)."""
-        from metrics.pareto import beats_beyond_noise
+        from ecocompress.metrics.pareto import beats_beyond_noise
 
         rows = [r for r in self.ok_rows() if all(_finite(r.get(o.name)) for o in self.objectives)]
         return [
@@ -116,7 +116,7 @@ class SearchView:
 
     def score(self, row: dict[str, Any]) -> float:
         """Weighted score in [0, 1] (1 = best) normalised over the ok rows."""
-        from metrics.types import DEFAULT_DIRECTIONS
+        from ecocompress.metrics.types import DEFAULT_DIRECTIONS
 
         rows = self.ok_rows()
         s = 0.0
@@ -368,11 +368,11 @@ def make_policy(name: str, *, sampler: str = "tpe", chat_model: Any = None) -> P
     if name == "random":
         return RandomPolicy()
     if name == "optuna":
-        from agents.sampler import OptunaPolicy
+        from ecocompress.agents.sampler import OptunaPolicy
 
         return OptunaPolicy(sampler)
     if name == "llm":
-        from agents.llm import LLMPolicy
+        from ecocompress.agents.llm import LLMPolicy
 
         if chat_model is None:
             raise ValueError("policy llm needs a chat model")

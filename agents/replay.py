@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agents.graph import SearchSettings, build_graph, run_search
-from agents.space import Space
-from tasks.errors import UserError
+from ecocompress.agents.graph import SearchSettings, build_graph, run_search
+from ecocompress.agents.space import Space
+from ecocompress.tasks.errors import UserError
 
 
 def load_grid(path: str | Path) -> tuple[dict[str, Any], Space, dict[str, dict[str, Any]]]:
@@ -79,7 +79,7 @@ def hv_curve(history: list[dict[str, Any]], objectives: list, bounds: dict) -> l
     (failed evaluations use up an evaluation and add nothing)."""
     import pandas as pd
 
-    from metrics.pareto import hypervolume
+    from ecocompress.metrics.pareto import hypervolume
 
     out = []
     for n in range(1, len(history) + 1):

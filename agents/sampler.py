@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from agents.policies import Policy, SearchView, _finite, proposal
-from agents.space import Space, candidate_from_fields, shape_of
-from tasks.specs import CandidateSpec
+from ecocompress.agents.policies import Policy, SearchView, _finite, proposal
+from ecocompress.agents.space import Space, candidate_from_fields, shape_of
+from ecocompress.tasks.specs import CandidateSpec
 
 
 class OptunaPolicy(Policy):

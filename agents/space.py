@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from flows.params import candidate_grid
-from tasks.errors import UserError
-from tasks.specs import CandidateSpec, PruneSpec, QuantSpec
+from ecocompress.flows.params import candidate_grid
+from ecocompress.tasks.errors import UserError
+from ecocompress.tasks.specs import CandidateSpec, PruneSpec, QuantSpec
 
 AXES = ("bits", "shape", "method", "backend")
 

@@ -20,12 +20,12 @@ def build_deployment(name: str, cron: str | None, argv: list[str], flow: str = "
     """A Prefect deployment of ``sweep_flow`` or ``optimize_flow`` whose parameters come
     from that command's CLI flags. A scheduled optimize starts a new search thread per
     flow run (its id names the thread)."""
-    from flows.cli import _candidates, _run_params, build_parser
-    from flows.search_cli import _search_settings
-    from flows.sweep import sweep_flow
+    from ecocompress.flows.cli import _candidates, _run_params, build_parser
+    from ecocompress.flows.search_cli import _search_settings
+    from ecocompress.flows.sweep import sweep_flow
 
     if flow == "optimize":
-        from flows.optimize import optimize_flow
+        from ecocompress.flows.optimize import optimize_flow
 
         args = build_parser().parse_args(["optimize", *argv])
         params = _run_params(args)

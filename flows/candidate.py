@@ -17,9 +17,9 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from flows.params import RunParams
-from flows.progress import Progress
-from flows.steps import (
+from ecocompress.flows.params import RunParams
+from ecocompress.flows.progress import Progress
+from ecocompress.flows.steps import (
     carbon_step,
     evaluate_step,
     measure_step,
@@ -27,9 +27,9 @@ from flows.steps import (
     quantize_step,
     results_storage,
 )
-from tasks.artifacts import ModelRef
-from tasks.errors import UserError
-from tasks.specs import CandidateSpec
+from ecocompress.tasks.artifacts import ModelRef
+from ecocompress.tasks.errors import UserError
+from ecocompress.tasks.specs import CandidateSpec
 
 
 @dataclass
@@ -99,7 +99,7 @@ def evaluate_candidate(
         benchmarks: a subset of the command's benchmarks (a multi-fidelity rung).
         ppl_tokens: the perplexity token budget, instead of the command's.
     """
-    from metrics import tracking
+    from ecocompress.metrics import tracking
 
     update: dict[str, Any] = {} if limit == "params" else {"limit": limit}
     if benchmarks is not None:
@@ -122,7 +122,7 @@ def evaluate_candidate(
 
 
 def _start_child(ctx: RunContext, cand: CandidateSpec, p: RunParams, tags: dict[str, str]) -> str:
-    from metrics import tracking
+    from ecocompress.metrics import tracking
 
     label = cand.label
     return tracking.start_child_run(
@@ -167,7 +167,7 @@ def _perplexity_metrics(benches: dict[str, dict[str, Any]]) -> dict[str, float]:
 def _evaluate(
     ctx: RunContext, cand: CandidateSpec, p: RunParams, run_id: str, row: dict[str, Any]
 ) -> dict[str, Any]:
-    from metrics import tracking
+    from ecocompress.metrics import tracking
 
     label = cand.label
     executed_before = len(ctx.executed_steps)

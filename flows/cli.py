@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from flows.search_cli import (
+from ecocompress.flows.search_cli import (
     OPTIMIZE_EPILOG,
     SPACE_DEFAULTS,
     STUDY_EPILOG,
@@ -35,8 +35,8 @@ shared/data/benchmarks; online, from the Hugging Face Hub. Results go to MLflow
 
 def _env_defaults() -> None:
     """Telemetry off, quiet libraries, Prefect state under ECOCOMPRESS_HOME; user settings win."""
-    from flows.environment import TELEMETRY_OFF
-    from tasks.artifacts import home
+    from ecocompress.flows.environment import TELEMETRY_OFF
+    from ecocompress.tasks.artifacts import home
 
     defaults = {
         **TELEMETRY_OFF,
@@ -257,7 +257,7 @@ def _space_args(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def _run_params(args: argparse.Namespace):
-    from flows.params import RunParams
+    from ecocompress.flows.params import RunParams
 
     given = {
         "model": args.model,
@@ -284,8 +284,8 @@ def _run_params(args: argparse.Namespace):
 
 
 def _candidates(args: argparse.Namespace):
-    from flows.params import candidate_grid
-    from tasks.specs import PruneSpec, QuantSpec
+    from ecocompress.flows.params import candidate_grid
+    from ecocompress.tasks.specs import PruneSpec, QuantSpec
 
     def axis(value, spec, field: str) -> list:
         if value is None:
@@ -306,7 +306,7 @@ def _candidates(args: argparse.Namespace):
 
 
 def _ui(args: argparse.Namespace) -> int:
-    from metrics.tracking import tracking_uri
+    from ecocompress.metrics.tracking import tracking_uri
 
     uri = tracking_uri()
     print(f"mlflow ui --backend-store-uri {uri} --port {args.port}", file=sys.stderr)
@@ -359,8 +359,8 @@ def run(args: argparse.Namespace) -> int:
         return _study(args)
     params = _run_params(args)
     cands = _candidates(args)
-    from flows.report import print_summary
-    from flows.sweep import sweep_flow
+    from ecocompress.flows.report import print_summary
+    from ecocompress.flows.sweep import sweep_flow
 
     summary = sweep_flow(params, cands, command=args.command, quiet=args.quiet)
     print_summary(summary, params)
@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         return _ui(args)
     if not args.verbose:
         _quiet_libraries()
-    from tasks.errors import UserError, one_line
+    from ecocompress.tasks.errors import UserError, one_line
 
     try:
         from pydantic import ValidationError

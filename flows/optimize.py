@@ -17,7 +17,7 @@ from typing import Any
 
 from prefect import flow
 
-from agents.graph import (
+from ecocompress.agents.graph import (
     SearchSettings,
     build_graph,
     run_search,
@@ -25,13 +25,13 @@ from agents.graph import (
     thread_exists,
     view_of,
 )
-from flows.candidate import evaluate_candidate
-from flows.params import RunParams
-from flows.sweep import _objectives, finish, open_context
-from metrics.recommend import PROFILES, Constraints
-from tasks.artifacts import home
-from tasks.errors import UserError
-from tasks.specs import CandidateSpec
+from ecocompress.flows.candidate import evaluate_candidate
+from ecocompress.flows.params import RunParams
+from ecocompress.flows.sweep import _objectives, finish, open_context
+from ecocompress.metrics.recommend import PROFILES, Constraints
+from ecocompress.tasks.artifacts import home
+from ecocompress.tasks.errors import UserError
+from ecocompress.tasks.specs import CandidateSpec
 
 
 def checkpoint_path() -> Path:
@@ -79,8 +79,8 @@ def optimize_flow(
     """
     from prefect.runtime import flow_run
 
-    from metrics import tracking
-    from metrics.carbon import co2_kg
+    from ecocompress.metrics import tracking
+    from ecocompress.metrics.carbon import co2_kg
 
     # a scheduled run names its thread after its flow run: each run is a new search
     thread_id = thread_id or f"opt-{str(flow_run.id)[:8]}"
@@ -207,8 +207,8 @@ def _conclude(
     """Log decisions.json and the recommendation; register the recommended candidate."""
     import pandas as pd
 
-    from metrics import tracking
-    from metrics.recommend import recommend
+    from ecocompress.metrics import tracking
+    from ecocompress.metrics.recommend import recommend
 
     view = view_of(settings, values.get("history", []))
     ref = view.reference_row()
@@ -288,7 +288,7 @@ def registered_name(ctx: Any) -> str:
 
 def _register(ctx: Any, row: dict[str, Any], rec: dict[str, Any], profile: str | None) -> str:
     """Log the candidate's recipe on its run and register it with lineage and alias."""
-    from metrics import tracking
+    from ecocompress.metrics import tracking
 
     cand = CandidateSpec.model_validate_json(row["key"])
     ref = ctx.reference

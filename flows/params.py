@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from tasks.specs import (
+from ecocompress.tasks.specs import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_BBH_TASKS,
     DEFAULT_BENCHMARKS,
@@ -35,7 +35,7 @@ DEFAULT_COUNTRY = "USA"
 def default_objectives(benchmarks: tuple[str, ...]) -> str:
     """The default objectives for what the benchmarks measure: accuracy when an accuracy
     benchmark runs, perplexity when WikiText-2 perplexity runs, then the costs."""
-    from tasks.specs import ACCURACY_BENCHMARKS
+    from ecocompress.tasks.specs import ACCURACY_BENCHMARKS
 
     quality = []
     if any(b in ACCURACY_BENCHMARKS for b in benchmarks):
@@ -116,7 +116,7 @@ class RunParams(Spec):
     def _objectives_measured(self) -> None:
         """Every objective must be a column the benchmarks run will produce (checked before
         any work, not at the Pareto step)."""
-        from tasks.specs import ACCURACY_BENCHMARKS
+        from ecocompress.tasks.specs import ACCURACY_BENCHMARKS
 
         for term in self.objectives.split(","):
             name = term.partition(":")[0].strip()

@@ -7,7 +7,7 @@ from typing import Any
 
 def print_summary(summary: dict[str, Any], params: Any) -> None:
     """Print the results table (accuracy ± stderr, costs, frontier) and where to find the run."""
-    from metrics.table import format_results_table
+    from ecocompress.metrics.table import format_results_table
 
     print(format_results_table(summary["front"]))
     executed = summary["executed_steps"]

@@ -95,12 +95,12 @@ def _with_perplexity(args: argparse.Namespace, params):
 
 
 def _search_settings(args: argparse.Namespace, params):
-    from agents.graph import SearchSettings
-    from agents.policies import POLICIES
-    from agents.space import Space
-    from flows.optimize import resolve_goals
-    from metrics.recommend import parse_weights
-    from tasks.errors import UserError
+    from ecocompress.agents.graph import SearchSettings
+    from ecocompress.agents.policies import POLICIES
+    from ecocompress.agents.space import Space
+    from ecocompress.flows.optimize import resolve_goals
+    from ecocompress.metrics.recommend import parse_weights
+    from ecocompress.tasks.errors import UserError
 
     if args.policy not in POLICIES:
         raise UserError(f"unknown policy {args.policy!r}: allowed {', '.join(POLICIES)}")
@@ -116,7 +116,7 @@ def _search_settings(args: argparse.Namespace, params):
             raise UserError(f"--{name.replace('_', '-')} {v} must be > 0")
     fidelities = None
     if args.multi_fidelity:
-        from agents.fidelity import default_ladder
+        from ecocompress.agents.fidelity import default_ladder
 
         if args.policy == "llm":
             raise UserError("--multi-fidelity works with policies agent, optuna, random, grid")
@@ -130,7 +130,7 @@ def _search_settings(args: argparse.Namespace, params):
     max_candidates = args.max_candidates
     if max_candidates is None and not args.multi_fidelity:
         max_candidates = 8
-    from flows.cli import _candidates
+    from ecocompress.flows.cli import _candidates
 
     cands = _candidates(args)
     axes = {
@@ -174,8 +174,8 @@ def _search_settings(args: argparse.Namespace, params):
 
 
 def _study(args: argparse.Namespace) -> int:
-    from flows.study import STUDIES, study_flow
-    from tasks.errors import UserError
+    from ecocompress.flows.study import STUDIES, study_flow
+    from ecocompress.tasks.errors import UserError
 
     if args.which not in STUDIES:
         raise UserError(f"unknown study {args.which!r}: allowed {', '.join(STUDIES)}")
@@ -183,7 +183,7 @@ def _study(args: argparse.Namespace) -> int:
         raise UserError(f"--replay {args.replay}: no such file")
     if args.seeds < 1:
         raise UserError(f"--seeds {args.seeds} must be >= 1")
-    from flows.cli import _run_params
+    from ecocompress.flows.cli import _run_params
 
     params = _with_perplexity(args, _run_params(args))
     base = _search_settings(args, params)
@@ -205,9 +205,9 @@ def _study(args: argparse.Namespace) -> int:
 def _optimize(args: argparse.Namespace) -> int:
     import secrets
 
-    from flows.cli import _run_params
-    from flows.optimize import optimize_flow
-    from flows.report import print_optimize_summary, print_summary
+    from ecocompress.flows.cli import _run_params
+    from ecocompress.flows.optimize import optimize_flow
+    from ecocompress.flows.report import print_optimize_summary, print_summary
 
     params = _with_perplexity(args, _run_params(args))
     settings = _search_settings(args, params)

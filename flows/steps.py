@@ -16,8 +16,15 @@ from typing import Any
 
 from prefect import task
 
-from tasks.artifacts import ModelRef, cache_dir, code_version, home, sha256_file, sha256_text
-from tasks.specs import EvalSpec, PruneSpec, QuantSpec
+from ecocompress.tasks.artifacts import (
+    ModelRef,
+    cache_dir,
+    code_version,
+    home,
+    sha256_file,
+    sha256_text,
+)
+from ecocompress.tasks.specs import EvalSpec, PruneSpec, QuantSpec
 
 
 def results_storage() -> Path:
@@ -62,7 +69,7 @@ def data_hash(files: list[Path]) -> str:
 @task(name="download", persist_result=False)
 def download_step(model: str, revision: str | None) -> ModelRef:
     """Resolve ``--model`` to a local safetensors folder (GGUF converted once, cached)."""
-    from tasks.download import resolve_model
+    from ecocompress.tasks.download import resolve_model
 
     return resolve_model(model, revision)
 
@@ -74,7 +81,7 @@ def _prune_key(ctx: Any, p: dict[str, Any]) -> str:
 @task(name="prune", cache_key_fn=_prune_key, persist_result=True)
 def prune_step(ref: ModelRef, spec: PruneSpec, data_dir: str | None, calib_hash: str) -> ModelRef:
     """Prune the decoder's Linear layers; returns the pruned model's ref (saved as safetensors)."""
-    from tasks.prune import prune
+    from ecocompress.tasks.prune import prune
 
     return prune(ref, spec, Path(data_dir) if data_dir else None)
 
@@ -87,7 +94,7 @@ def _quantize_key(ctx: Any, p: dict[str, Any]) -> str:
 def quantize_step(ref: ModelRef, spec: QuantSpec) -> ModelRef:
     """The quantization recipe: 4-bit cannot be saved and reloaded on CPU, so the weights are
     quantized at load time from the (pruned) safetensors; the id keys every later cache."""
-    from tasks.quantize import quantize
+    from ecocompress.tasks.quantize import quantize
 
     return quantize(ref, spec)
 
@@ -105,9 +112,9 @@ def measure_step(ref: ModelRef, quant: QuantSpec) -> dict[str, Any]:
     """Load the candidate and measure weight bytes, peak RSS, latency and throughput."""
     import gc
 
-    from metrics.measure import RssSampler, measure_latency
-    from tasks.footprint import tensor_bytes
-    from tasks.quantize import clear_loaded, load_candidate
+    from ecocompress.metrics.measure import RssSampler, measure_latency
+    from ecocompress.tasks.footprint import tensor_bytes
+    from ecocompress.tasks.quantize import clear_loaded, load_candidate
 
     clear_loaded()
     gc.collect()
@@ -151,9 +158,9 @@ def evaluate_step(
     country: str,
 ) -> dict[str, Any]:
     """Evaluate one benchmark on the candidate with lm-eval, metering its energy."""
-    from metrics.energy import EnergyMeter
-    from tasks.evaluate import evaluate_benchmark
-    from tasks.quantize import load_candidate
+    from ecocompress.metrics.energy import EnergyMeter
+    from ecocompress.tasks.evaluate import evaluate_benchmark
+    from ecocompress.tasks.quantize import load_candidate
 
     out_dir = cache_dir("evaluations") / _eval_key(None, locals())[:24]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -185,6 +192,6 @@ def _carbon_key(ctx: Any, p: dict[str, Any]) -> str:
 @task(name="carbon", cache_key_fn=_carbon_key, persist_result=True)
 def carbon_step(energy_kwh: float | None, intensity_g_per_kwh: float) -> float | None:
     """CO2 (kg) of an energy (kWh) at a grid intensity (g CO2eq/kWh); None when energy is unknown."""
-    from metrics.carbon import co2_kg
+    from ecocompress.metrics.carbon import co2_kg
 
     return None if energy_kwh is None else co2_kg(energy_kwh, intensity_g_per_kwh)

@@ -23,11 +23,11 @@ from typing import Any
 
 from prefect import flow
 
-from agents.graph import SearchSettings
-from flows.params import RunParams
-from flows.study_report import TITLES, accuracy_text, md_table, write_study_report
-from metrics.recommend import PROFILES, Constraints, recommend
-from tasks.errors import UserError
+from ecocompress.agents.graph import SearchSettings
+from ecocompress.flows.params import RunParams
+from ecocompress.flows.study_report import TITLES, accuracy_text, md_table, write_study_report
+from ecocompress.metrics.recommend import PROFILES, Constraints, recommend
+from ecocompress.tasks.errors import UserError
 
 STUDIES = ("rq1", "rq2", "rq3", "rq4")
 RQ1_POLICIES = ("agent", "optuna", "random", "grid")
@@ -48,7 +48,7 @@ def _thread(kind: str, params: RunParams, s: SearchSettings) -> str:
 
 
 def _optimize(params: RunParams, s: SearchSettings, kind: str, quiet: bool) -> dict[str, Any]:
-    from flows.optimize import optimize_flow
+    from ecocompress.flows.optimize import optimize_flow
 
     return optimize_flow(params, s, _thread(kind, params, s), register_model=False, quiet=quiet)
 
@@ -60,9 +60,9 @@ def rq1_curves(histories: dict[str, list[list[dict]]], objectives: str) -> dict[
     """Hypervolume of each prefix of each run, on the bounds of every row seen."""
     import pandas as pd
 
-    from agents.replay import hv_curve
-    from metrics.pareto import objective_bounds
-    from metrics.types import parse_objectives
+    from ecocompress.agents.replay import hv_curve
+    from ecocompress.metrics.pareto import objective_bounds
+    from ecocompress.metrics.types import parse_objectives
 
     objs = parse_objectives(objectives)
     everything = [
@@ -90,7 +90,7 @@ def rq1(
 
     histories: dict[str, list[list[dict]]] = {}
     if replay_path:
-        from agents.replay import load_grid, replay
+        from ecocompress.agents.replay import load_grid, replay
 
         _, space, rows = load_grid(replay_path)
         for p in policies:
@@ -219,8 +219,8 @@ def rq3(params: RunParams, base: SearchSettings, quiet: bool):
     import pandas as pd
     import plotly.graph_objects as go
 
-    from metrics.pareto import pareto_front
-    from metrics.types import parse_objectives
+    from ecocompress.metrics.pareto import pareto_front
+    from ecocompress.metrics.types import parse_objectives
 
     s = _optimize(params, base.model_copy(update={"policy": "agent"}), "rq2", quiet)
     ok = pd.DataFrame([r for r in s["rows"] if r.get("status") == "ok"])

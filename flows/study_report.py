@@ -8,7 +8,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from flows.params import RunParams
+from ecocompress.flows.params import RunParams
 
 TITLES = {
     "rq1": "RQ1 - dynamic (agent, optuna) vs static (random, grid) search",
@@ -50,7 +50,7 @@ def write_study_report(
     replay_path: str | None,
 ) -> dict[str, Any]:
     """Write report.md / report.html, log them and table.json to a new MLflow run."""
-    from metrics import tracking
+    from ecocompress.metrics import tracking
 
     out = Path(tempfile.mkdtemp(prefix=f"ecocompress-{which}-"))
     md = f"# {title}\n\n{text}"

@@ -14,12 +14,12 @@ from typing import Any
 
 from prefect import flow
 
-from flows.candidate import RunContext, evaluate_candidate
-from flows.params import RunParams
-from flows.progress import Progress
-from flows.steps import data_hash, download_step
-from tasks.errors import UserError
-from tasks.specs import CandidateSpec
+from ecocompress.flows.candidate import RunContext, evaluate_candidate
+from ecocompress.flows.params import RunParams
+from ecocompress.flows.progress import Progress
+from ecocompress.flows.steps import data_hash, download_step
+from ecocompress.tasks.errors import UserError
+from ecocompress.tasks.specs import CandidateSpec
 
 
 def prepare_data(params: RunParams) -> tuple[dict[str, str], str]:
@@ -27,7 +27,7 @@ def prepare_data(params: RunParams) -> tuple[dict[str, str], str]:
 
     Returns per-benchmark data hashes and the hash of the Wanda calibration text.
     """
-    from tasks.evaluate import benchmark_data_files, validate_benchmark_data
+    from ecocompress.tasks.evaluate import benchmark_data_files, validate_benchmark_data
 
     data_dir = Path(params.data_dir) if params.data_dir else None
     hashes: dict[str, str] = {}
@@ -37,7 +37,7 @@ def prepare_data(params: RunParams) -> tuple[dict[str, str], str]:
         hashes[spec.benchmark] = data_hash(benchmark_data_files(spec, data_dir))
     calib = ""
     if data_dir is not None:
-        from tasks.calibration import WIKITEXT_TEST
+        from ecocompress.tasks.calibration import WIKITEXT_TEST
 
         wt = data_dir / WIKITEXT_TEST
         calib = data_hash([wt]) if wt.is_file() else "missing"
@@ -59,8 +59,8 @@ def sweep_flow(
     Returns a summary: results rows, frontier, hypervolume, MLflow run ids and the list
     of steps that actually executed (empty when everything came from the caches).
     """
-    from metrics import tracking
-    from metrics.carbon import co2_kg
+    from ecocompress.metrics import tracking
+    from ecocompress.metrics.carbon import co2_kg
 
     ctx = open_context(
         params,
@@ -95,7 +95,7 @@ def sweep_flow(
 
 
 def _objectives(params: RunParams) -> list:
-    from metrics.types import parse_objectives
+    from ecocompress.metrics.types import parse_objectives
 
     return parse_objectives(params.objectives)
 
@@ -118,8 +118,8 @@ def open_context(
     """
     from prefect.runtime import flow_run
 
-    from metrics import tracking
-    from metrics.carbon import resolve_intensity
+    from ecocompress.metrics import tracking
+    from ecocompress.metrics.carbon import resolve_intensity
 
     _objectives(params)  # fail fast on bad objectives, before any work
     intensity, intensity_source = resolve_intensity(params.country, params.carbon_intensity)
@@ -197,10 +197,10 @@ def finish(
     ``z`` (default ``--noise-z``): the frontier is taken beyond noise (a candidate is
     dominated only by one better beyond ``z`` standard errors); the plain frontier is kept
     as ``on_front_plain``. The hypervolume is the plain one either way."""
-    from metrics import tracking
-    from metrics.pareto import hypervolume, pareto_front
-    from metrics.report import write_pareto_report
-    from metrics.validation import validate_results_table
+    from ecocompress.metrics import tracking
+    from ecocompress.metrics.pareto import hypervolume, pareto_front
+    from ecocompress.metrics.report import write_pareto_report
+    from ecocompress.metrics.validation import validate_results_table
 
     df = results_frame(rows)
     ok = df[df["status"] == "ok"] if len(df) else df

@@ -15,7 +15,7 @@ from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.errors import UserError
+from ecocompress.tasks.errors import UserError
 
 
 class CarbonIntensity(BaseModel):

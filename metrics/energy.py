@@ -98,7 +98,7 @@ class EnergyMeter:
         Raises:
             UserError: ``country_iso_code`` is not in codecarbon's data.
         """
-        from metrics.carbon import grid_intensity
+        from ecocompress.metrics.carbon import grid_intensity
 
         # codecarbon logs an unknown country and falls back to a world average: refuse it.
         grid_intensity(country_iso_code)

@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from metrics.types import Objective, is_log_scale, stderr_column
-from tasks.errors import UserError
+from ecocompress.metrics.types import Objective, is_log_scale, stderr_column
+from ecocompress.tasks.errors import UserError
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from metrics.types import DEFAULT_DIRECTIONS, Objective
-from tasks.errors import UserError
+from ecocompress.metrics.types import DEFAULT_DIRECTIONS, Objective
+from ecocompress.tasks.errors import UserError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -140,7 +140,7 @@ def recommend(
     score is the weighted sum. The frontier is over ``objectives`` (default: the weighted
     metrics with their natural directions).
     """
-    from metrics.pareto import pareto_front
+    from ecocompress.metrics.pareto import pareto_front
 
     ok = df[df["status"] == "ok"] if "status" in df.columns else df
     if not len(ok):

@@ -19,9 +19,9 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from metrics.pareto import hypervolume as _hypervolume
-from metrics.pareto import objective_bounds, pareto_front
-from metrics.types import Objective, ci_columns, stderr_column
+from ecocompress.metrics.pareto import hypervolume as _hypervolume
+from ecocompress.metrics.pareto import objective_bounds, pareto_front
+from ecocompress.metrics.types import Objective, ci_columns, stderr_column
 
 if TYPE_CHECKING:
     import pandas as pd

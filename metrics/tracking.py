@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-from tasks.artifacts import code_version, home
+from ecocompress.tasks.artifacts import code_version, home
 
 _PARAM_MAX = 6000  # MLflow's limit on a param value's length (characters)
 # Distribution names whose versions make a result reproducible.

@@ -16,8 +16,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from tasks.errors import UserError
-from tasks.specs import BENCHMARKS
+from ecocompress.tasks.errors import UserError
+from ecocompress.tasks.specs import BENCHMARKS
 
 Direction = Literal["max", "min"]
 

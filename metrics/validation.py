@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from metrics.types import COST_METRICS, DEFAULT_OBJECTIVES, Objective, ci_columns
-from tasks.errors import UserError
+from ecocompress.metrics.types import COST_METRICS, DEFAULT_OBJECTIVES, Objective, ci_columns
+from ecocompress.tasks.errors import UserError
 
 if TYPE_CHECKING:
     import pandas as pd

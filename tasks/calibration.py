@@ -14,8 +14,8 @@ import gzip
 from pathlib import Path
 from typing import Any
 
-from tasks.errors import UserError
-from tasks.specs import CalibrationSpec
+from ecocompress.tasks.errors import UserError
+from ecocompress.tasks.specs import CalibrationSpec
 
 # Offline: calibration reads the test text's tokens from this fraction on; evaluation the rest.
 CALIBRATION_OFFSET_FRACTION = 0.5

@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tasks.artifacts import ModelRef, cache_dir, sha256_file, sha256_text, sha256_tree
-from tasks.errors import UserError
+from ecocompress.tasks.artifacts import ModelRef, cache_dir, sha256_file, sha256_text, sha256_tree
+from ecocompress.tasks.errors import UserError
 
 ALIASES = ("gemma-3-270m",)
 HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.tiktoken"]

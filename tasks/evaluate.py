@@ -21,11 +21,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from tasks.benchmarks import get_benchmark
-from tasks.benchmarks.base import STATIC_DIR
-from tasks.benchmarks.validation import benchmark_data_files, validate_benchmark_data
-from tasks.errors import UserError
-from tasks.specs import EvalSpec
+from ecocompress.tasks.benchmarks import get_benchmark
+from ecocompress.tasks.benchmarks.base import STATIC_DIR
+from ecocompress.tasks.benchmarks.validation import benchmark_data_files, validate_benchmark_data
+from ecocompress.tasks.errors import UserError
+from ecocompress.tasks.specs import EvalSpec
 
 __all__ = [
     "BenchmarkResult",
@@ -112,7 +112,7 @@ def evaluate_benchmark(
             missing / malformed data files.
     """
     if spec.benchmark == "perplexity":
-        from tasks.perplexity import evaluate_perplexity
+        from ecocompress.tasks.perplexity import evaluate_perplexity
 
         # reading the text is its check (missing, unreadable, empty: one-line errors)
         return evaluate_perplexity(model, tokenizer, spec, data_dir, out_dir)
@@ -132,14 +132,14 @@ def evaluate_benchmark(
         )
     units = bench.units(spec.bbh_tasks)
     if data_dir is not None:
-        from tasks.benchmarks.local import local_task_dir
+        from ecocompress.tasks.benchmarks.local import local_task_dir
 
         validate_benchmark_data(spec, Path(data_dir))
         include = (str(STATIC_DIR), str(local_task_dir(Path(data_dir))))
         names = {u.local_task: u.key for u in units}
         source, notes = f"local:{Path(data_dir).resolve()}", list(bench.notes_local)
     else:
-        from tasks.benchmarks.local import hub_task_dir, hub_task_name
+        from ecocompress.tasks.benchmarks.local import hub_task_dir, hub_task_name
 
         include = (str(STATIC_DIR), str(hub_task_dir()))
         names = {hub_task_name(u): u.key for u in units}

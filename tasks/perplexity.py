@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks.calibration import CALIBRATION_OFFSET_FRACTION, WIKITEXT_TEST
-from tasks.errors import UserError
+from ecocompress.tasks.calibration import CALIBRATION_OFFSET_FRACTION, WIKITEXT_TEST
+from ecocompress.tasks.errors import UserError
 
 Z95 = 1.959963984540054
 
@@ -180,7 +180,7 @@ def evaluate_perplexity(
     """
     import json
 
-    from tasks.evaluate import BenchmarkResult
+    from ecocompress.tasks.evaluate import BenchmarkResult
 
     ids, source = evaluation_ids(tokenizer, data_dir)
     if spec.ppl_tokens > ids.numel():

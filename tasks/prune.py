@@ -16,9 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tasks.artifacts import ModelRef, cache_dir, derive_id
-from tasks.errors import UserError
-from tasks.specs import PruneSpec
+from ecocompress.tasks.artifacts import ModelRef, cache_dir, derive_id
+from ecocompress.tasks.errors import UserError
+from ecocompress.tasks.specs import PruneSpec
 
 
 def decoder_linears(model: Any) -> dict[str, Any]:
@@ -167,8 +167,8 @@ def _calibration_source(spec: PruneSpec, data_dir: Path | None) -> str:
         return ""
     if data_dir is None:
         return "|hub:wikitext/wikitext-2-raw-v1:train"
-    from tasks.artifacts import sha256_file
-    from tasks.calibration import WIKITEXT_TEST
+    from ecocompress.tasks.artifacts import sha256_file
+    from ecocompress.tasks.calibration import WIKITEXT_TEST
 
     f = Path(data_dir) / WIKITEXT_TEST
     return f"|{sha256_file(f)}" if f.is_file() else "|missing"
@@ -195,12 +195,12 @@ def prune(ref: ModelRef, spec: PruneSpec, data_dir: Path | None) -> ModelRef:
 
     import torch
 
-    from tasks.download import load_reference_model
+    from ecocompress.tasks.download import load_reference_model
 
     model, tok = load_reference_model(ref, "float32")
     calib = None
     if spec.method == "wanda":
-        from tasks.calibration import calibration_batches
+        from ecocompress.tasks.calibration import calibration_batches
 
         calib = calibration_batches(tok, spec.calibration, data_dir)
     report = prune_model(model, spec, calib)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.artifacts import ModelRef, derive_id
-from tasks.errors import UserError
-from tasks.specs import QuantSpec
+from ecocompress.tasks.artifacts import ModelRef, derive_id
+from ecocompress.tasks.errors import UserError
+from ecocompress.tasks.specs import QuantSpec
 
 # Process-local: the last candidate loaded, so several benchmarks of one candidate load once.
 _LOADED: dict[tuple[str, str], tuple[Any, Any]] = {}
@@ -91,7 +91,7 @@ def _load(ref: ModelRef, spec: QuantSpec) -> Any:
         if spec.backend == "torchao":
             from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
-            from tasks.prune import decoder_linears
+            from ecocompress.tasks.prune import decoder_linears
 
             # Decoder Linears only: the tied embedding/head stays bf16 (int8-ing the head
             # would also un-tie it and store the vocabulary matrix twice).
@@ -144,7 +144,7 @@ def load_candidate(ref: ModelRef, quant: QuantSpec) -> tuple[Any, Any]:
     Returns:
         ``(model, tokenizer)``; the tokenizer has a pad token.
     """
-    from tasks.download import load_tokenizer
+    from ecocompress.tasks.download import load_tokenizer
 
     if ref.quant_spec is not None and ref.quant_spec != quant.canonical():
         raise ValueError(f"ref {ref.id} is the recipe {ref.quant_spec}, not {quant.canonical()}")

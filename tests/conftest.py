@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.environment import HUB_OFFLINE, TELEMETRY_OFF
+from ecocompress.flows.environment import HUB_OFFLINE, TELEMETRY_OFF
 from tests.tiny_model import build_tiny_model, data_dir
 
 OFFLINE_ENV = {**HUB_OFFLINE, **TELEMETRY_OFF}

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tasks.benchmarks import bbh, commonsenseqa, gsm8k, humaneval, truthfulqa
-from tasks.benchmarks.base import Benchmark
-from tasks.errors import UserError
+from ecocompress.tasks.benchmarks import bbh, commonsenseqa, gsm8k, humaneval, truthfulqa
+from ecocompress.tasks.benchmarks.base import Benchmark
+from ecocompress.tasks.errors import UserError
 
 REGISTRY: dict[str, Benchmark] = {
     m.BENCHMARK.name: m.BENCHMARK for m in (gsm8k, truthfulqa, commonsenseqa, bbh, humaneval)

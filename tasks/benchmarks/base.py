@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tasks.errors import UserError
+from ecocompress.tasks.errors import UserError
 
 STATIC_DIR = Path(__file__).resolve().parent  # our own task YAMLs (humaneval)
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import difflib
 
-from tasks.benchmarks.base import Benchmark, Check, Unit, lm_eval_task_dir, text_or_none
-from tasks.errors import UserError
+from ecocompress.tasks.benchmarks.base import Benchmark, Check, Unit, lm_eval_task_dir, text_or_none
+from ecocompress.tasks.errors import UserError
 
 NAME = "bbh"
 BBH_TASKS = (

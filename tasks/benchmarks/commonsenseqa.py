@@ -12,7 +12,7 @@ train-exemplar setting. Without a data dir lm-eval's ``commonsense_qa`` reads
 
 from __future__ import annotations
 
-from tasks.benchmarks.base import Benchmark, Check, Unit, lm_eval_task_dir, text_or_none
+from ecocompress.tasks.benchmarks.base import Benchmark, Check, Unit, lm_eval_task_dir, text_or_none
 
 NAME = "commonsenseqa"
 RELPATH = "commonsenseqa/validation.hf_format.jsonl"  # Hub layout of the dev split

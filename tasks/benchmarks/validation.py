@@ -11,11 +11,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tasks.artifacts import cache_dir, code_version, sha256_file
-from tasks.benchmarks import get_benchmark
-from tasks.benchmarks.base import Benchmark, Check, read_records
-from tasks.errors import UserError
-from tasks.specs import EvalSpec
+from ecocompress.tasks.artifacts import cache_dir, code_version, sha256_file
+from ecocompress.tasks.benchmarks import get_benchmark
+from ecocompress.tasks.benchmarks.base import Benchmark, Check, read_records
+from ecocompress.tasks.errors import UserError
+from ecocompress.tasks.specs import EvalSpec
 
 _validated: set[str] = set()  # sha256 of files that passed, so repeated gates are free
 _lock = threading.Lock()
@@ -31,7 +31,7 @@ def benchmark_data_files(spec: EvalSpec, data_dir: Path | None) -> list[Path]:
     if data_dir is None:
         return []
     if spec.benchmark == "perplexity":
-        from tasks.calibration import WIKITEXT_TEST
+        from ecocompress.tasks.calibration import WIKITEXT_TEST
 
         return [Path(data_dir) / WIKITEXT_TEST]
     bench = get_benchmark(spec.benchmark)
@@ -49,7 +49,7 @@ def validate_benchmark_data(spec: EvalSpec, data_dir: Path) -> None:
     if not data_dir.is_dir():
         raise UserError(f"benchmark data dir not found: {data_dir}")
     if spec.benchmark == "perplexity":
-        from tasks.perplexity import wikitext_test_text
+        from ecocompress.tasks.perplexity import wikitext_test_text
 
         wikitext_test_text(data_dir)  # present, gzip, UTF-8, not empty
         return
@@ -111,7 +111,7 @@ def _run_gx(df: Any, checks: tuple[Check, ...], name: str) -> list[tuple[int, in
     """Run ``checks`` on ``df``; return (line, item, check) of the first failing item per check."""
     import great_expectations as gx
 
-    from metrics.validation import gx_context
+    from ecocompress.metrics.validation import gx_context
 
     context = gx_context()
     batch = (

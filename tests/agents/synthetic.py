@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.space import Space
-from tasks.specs import CandidateSpec
+from ecocompress.agents.space import Space
+from ecocompress.tasks.specs import CandidateSpec
 
 SPACE = Space(
     bits=(16, 8, 4),

@@ -8,11 +8,11 @@ import math
 import pandas as pd
 from langgraph.checkpoint.memory import InMemorySaver
 
-from agents.fidelity import default_ladder, rung_objectives
-from agents.graph import SearchSettings, build_graph, run_search
-from metrics.pareto import pareto_front
-from metrics.types import parse_objectives
-from tasks.specs import CandidateSpec
+from ecocompress.agents.fidelity import default_ladder, rung_objectives
+from ecocompress.agents.graph import SearchSettings, build_graph, run_search
+from ecocompress.metrics.pareto import pareto_front
+from ecocompress.metrics.types import parse_objectives
+from ecocompress.tasks.specs import CandidateSpec
 from tests.agents.synthetic import SPACE, metrics
 
 OBJ = "accuracy:max,memory_gb:min"
@@ -134,8 +134,8 @@ def test_a_memory_limit_eliminates_at_the_lowest_rung():
 
 
 def test_a_proxy_rung_eliminates_only_on_quality_beyond_noise():
-    from agents.fidelity import judge, rung_view
-    from agents.graph import view_of
+    from ecocompress.agents.fidelity import judge, rung_view
+    from ecocompress.agents.graph import view_of
 
     s = SearchSettings(space=SPACE.as_dict(), objectives=OBJ, fidelities=LADDER)
     c16, c8 = SPACE.candidates[0], next(c for c in SPACE.candidates if c.quant.bits == 8)

@@ -7,9 +7,9 @@ import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langgraph.checkpoint.memory import InMemorySaver
 
-from agents.graph import SearchSettings, build_graph, run_search, sqlite_checkpointer
-from agents.space import Space
-from tasks.errors import UserError
+from ecocompress.agents.graph import SearchSettings, build_graph, run_search, sqlite_checkpointer
+from ecocompress.agents.space import Space
+from ecocompress.tasks.errors import UserError
 from tests.agents.synthetic import SPACE, observe
 
 OBJ = "accuracy:max,latency_ms:min,memory_gb:min"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from agents.llm import InvalidProposal, parse_llm_answer
-from agents.policies import AgentPolicy, GridPolicy, RandomPolicy, SearchView, proposal
-from agents.sampler import OptunaPolicy
-from agents.space import candidate_from_fields
-from metrics.recommend import Constraints
-from metrics.types import parse_objectives
+from ecocompress.agents.llm import InvalidProposal, parse_llm_answer
+from ecocompress.agents.policies import AgentPolicy, GridPolicy, RandomPolicy, SearchView, proposal
+from ecocompress.agents.sampler import OptunaPolicy
+from ecocompress.agents.space import candidate_from_fields
+from ecocompress.metrics.recommend import Constraints
+from ecocompress.metrics.types import parse_objectives
 from tests.agents.synthetic import SPACE, observe
 
 OBJ = parse_objectives("accuracy:max,latency_ms:min,memory_gb:min")
@@ -87,7 +87,7 @@ def test_agent_backs_off_and_never_goes_beyond_a_failed_candidate():
 
 
 def test_agent_backs_off_from_a_candidate_below_the_floor():
-    from agents.space import Space
+    from ecocompress.agents.space import Space
 
     small = Space(bits=(16, 4), prune=("none", "wanda"), sparsity=(0.25, 0.5), pattern=())
 

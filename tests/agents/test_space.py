@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from agents.space import Space, candidate_from_fields
-from tasks.errors import UserError
+from ecocompress.agents.space import Space, candidate_from_fields
+from ecocompress.tasks.errors import UserError
 from tests.agents.synthetic import SPACE
 
 

@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_entrypoints_resolve_to_flows():
     from prefect import Flow
 
-    from deployments.serve import ENTRYPOINTS
+    from ecocompress.deployments.serve import ENTRYPOINTS
 
     for entry in ENTRYPOINTS.values():
         path, _, attr = entry.partition(":")
@@ -23,9 +23,9 @@ def test_entrypoints_resolve_to_flows():
 
 
 def test_optimize_deployment_parameters_round_trip(shared_data_dir):
-    from agents.graph import SearchSettings
-    from deployments.serve import build_deployment
-    from flows.params import RunParams
+    from ecocompress.agents.graph import SearchSettings
+    from ecocompress.deployments.serve import build_deployment
+    from ecocompress.flows.params import RunParams
 
     dep = build_deployment(
         "s",
@@ -50,9 +50,9 @@ def test_optimize_deployment_parameters_round_trip(shared_data_dir):
 
 
 def test_deployment_parameters_round_trip(shared_data_dir):
-    from deployments.serve import build_deployment
-    from flows.params import RunParams
-    from tasks.specs import CandidateSpec
+    from ecocompress.deployments.serve import build_deployment
+    from ecocompress.flows.params import RunParams
+    from ecocompress.tasks.specs import CandidateSpec
 
     dep = build_deployment(
         "t",

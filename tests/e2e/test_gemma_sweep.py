@@ -23,7 +23,7 @@ CANDIDATES = {"bf16", "wanda-0.5+bf16", "nf4-bitsandbytes", "wanda-0.5+nf4-bitsa
 
 def _sweep(data_dir: Path) -> subprocess.CompletedProcess:
     exe = shutil.which("ecocompress") or sys.executable
-    head = [exe] if exe.endswith("ecocompress") else [exe, "-m", "flows.cli"]
+    head = [exe] if exe.endswith("ecocompress") else [exe, "-m", "ecocompress.flows.cli"]
     cmd = [
         *head,
         "sweep",
@@ -67,7 +67,7 @@ def first_run(shared_data_dir):
 def _runs():
     from mlflow import MlflowClient
 
-    from metrics.tracking import tracking_uri
+    from ecocompress.metrics.tracking import tracking_uri
 
     c = MlflowClient(tracking_uri())
     exp = c.get_experiment_by_name("e2e")

@@ -13,7 +13,7 @@ import pytest
 def _run(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     e = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
+        [sys.executable, "-m", "ecocompress.flows.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -87,7 +87,7 @@ def cli(home: Path, api: str, args: list[str], **env: str) -> subprocess.Complet
     home.mkdir(parents=True, exist_ok=True)
     with open(home / "out.log", "w+") as out, open(home / "err.log", "w+") as err:
         proc = subprocess.run(
-            [sys.executable, "-m", "flows.cli", *args],
+            [sys.executable, "-m", "ecocompress.flows.cli", *args],
             cwd=REPO,
             env=e,
             stdout=out,

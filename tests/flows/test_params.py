@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from flows.params import RunParams, candidate_grid
-from tasks.errors import one_line
-from tasks.specs import CandidateSpec, EvalSpec, PruneSpec, QuantSpec
+from ecocompress.flows.params import RunParams, candidate_grid
+from ecocompress.tasks.errors import one_line
+from ecocompress.tasks.specs import CandidateSpec, EvalSpec, PruneSpec, QuantSpec
 
 
 def test_grid_collapses_equivalent_candidates():

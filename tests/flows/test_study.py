@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from agents.graph import SearchSettings
-from flows.params import RunParams
+from ecocompress.agents.graph import SearchSettings
+from ecocompress.flows.params import RunParams
 from tests.agents.synthetic import SPACE, metrics
 
 pytestmark = pytest.mark.slow
@@ -40,7 +40,7 @@ def synthetic_grid(path) -> str:
 
 
 def test_rq1_replays_policies_on_a_recorded_grid(tmp_path, shared_data_dir, prefect_harness):
-    from flows.study import study_flow
+    from ecocompress.flows.study import study_flow
 
     fixture = synthetic_grid(tmp_path / "grid.json")
     base = SearchSettings(space=SPACE.as_dict(), accuracy_drop=0.05, max_candidates=27)
@@ -63,14 +63,14 @@ def test_rq1_replays_policies_on_a_recorded_grid(tmp_path, shared_data_dir, pref
     assert "RQ1" in out["text"] and "replayed on the recorded grid grid.json" in out["text"]
     from mlflow import MlflowClient
 
-    from metrics.tracking import tracking_uri
+    from ecocompress.metrics.tracking import tracking_uri
 
     arts = {a.path for a in MlflowClient(tracking_uri()).list_artifacts(out["run_id"])}
     assert {"report.md", "report.html", "table.json"} <= arts
 
 
 def test_rq2_rq3_rq4_on_the_tiny_model(tiny_model_dir, shared_data_dir, prefect_harness):
-    from flows.study import WEIGHT_SCHEMES, study_flow
+    from ecocompress.flows.study import WEIGHT_SCHEMES, study_flow
 
     params = RunParams(
         model=str(tiny_model_dir),

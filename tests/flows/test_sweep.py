@@ -39,8 +39,8 @@ def prefect_harness(eco_home):
 
 
 def _sweep(tiny_model_dir: Path, data_dir: Path, *extra: str, bench: str = BENCH) -> dict:
-    from flows.cli import _candidates, _run_params, build_parser
-    from flows.sweep import sweep_flow
+    from ecocompress.flows.cli import _candidates, _run_params, build_parser
+    from ecocompress.flows.sweep import sweep_flow
 
     argv = [
         "sweep",
@@ -76,7 +76,7 @@ def _is_int8(model) -> bool:
 def _client():
     from mlflow import MlflowClient
 
-    from metrics.tracking import tracking_uri
+    from ecocompress.metrics.tracking import tracking_uri
 
     return MlflowClient(tracking_uri())
 
@@ -161,7 +161,7 @@ def test_changing_one_benchmark_reruns_only_it(tiny_model_dir, shared_data_dir, 
 def test_failed_candidate_is_recorded_and_sweep_goes_on(
     tiny_model_dir, shared_data_dir, prefect_harness, monkeypatch
 ):
-    import tasks.evaluate as ev
+    import ecocompress.tasks.evaluate as ev
 
     real = ev.evaluate_benchmark
 
@@ -191,7 +191,7 @@ def test_failed_candidate_is_recorded_and_sweep_goes_on(
 def test_interrupt_marks_the_run_failed_and_keeps_earlier(
     tiny_model_dir, shared_data_dir, prefect_harness, monkeypatch
 ):
-    import tasks.evaluate as ev
+    import ecocompress.tasks.evaluate as ev
 
     real = ev.evaluate_benchmark
 
@@ -253,7 +253,7 @@ def test_perplexity_benchmark_in_the_table_and_a_frontier_beyond_noise(
     assert pareto["z"] == 1.0
     # noise can only keep candidates on the frontier, never drop one
     assert set(pareto["frontier_plain"]) <= set(pareto["frontier"])
-    from metrics.table import format_results_table
+    from ecocompress.metrics.table import format_results_table
 
     table = format_results_table(s["front"])
     assert "perplexity/wikitext2" in table and " [" in table

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from metrics.carbon import co2_kg, grid_intensity, known_countries, resolve_intensity
-from tasks.errors import UserError
+from ecocompress.metrics.carbon import co2_kg, grid_intensity, known_countries, resolve_intensity
+from ecocompress.tasks.errors import UserError
 
 
 def _packaged_mix() -> dict:

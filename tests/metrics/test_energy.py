@@ -3,8 +3,8 @@ import time
 
 import pytest
 
-from metrics.energy import EnergyMeter
-from tasks.errors import UserError
+from ecocompress.metrics.energy import EnergyMeter
+from ecocompress.tasks.errors import UserError
 
 
 def _busy(seconds: float) -> None:

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from metrics.measure import FIXED_PROMPTS, RssSampler, measure_latency
+from ecocompress.metrics.measure import FIXED_PROMPTS, RssSampler, measure_latency
 
 
 @pytest.fixture(scope="module")

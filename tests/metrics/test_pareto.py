@@ -4,15 +4,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metrics.pareto import (
+from ecocompress.metrics.pareto import (
     beats_beyond_noise,
     hypervolume,
     noise_aware_front,
     objective_bounds,
     pareto_front,
 )
-from metrics.types import Objective
-from tasks.errors import UserError
+from ecocompress.metrics.types import Objective
+from ecocompress.tasks.errors import UserError
 
 ACC = Objective(name="accuracy", direction="max")
 LAT = Objective(name="latency_ms", direction="min")

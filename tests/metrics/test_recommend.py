@@ -3,8 +3,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from metrics.recommend import PROFILES, Constraints, parse_weights, recommend
-from tasks.errors import UserError
+from ecocompress.metrics.recommend import PROFILES, Constraints, parse_weights, recommend
+from ecocompress.tasks.errors import UserError
 
 ROWS = pd.DataFrame(
     [

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from metrics.report import write_pareto_report
-from metrics.types import DEFAULT_OBJECTIVES
+from ecocompress.metrics.report import write_pareto_report
+from ecocompress.metrics.types import DEFAULT_OBJECTIVES
 
 
 def results() -> pd.DataFrame:
@@ -100,8 +100,8 @@ def test_z_records_both_frontiers(tmp_path):
 
 
 def test_y_objective_prefers_accuracy_then_perplexity():
-    from metrics.report import _y_objective
-    from metrics.types import parse_objectives
+    from ecocompress.metrics.report import _y_objective
+    from ecocompress.metrics.types import parse_objectives
 
     def y(text):
         return _y_objective(parse_objectives(text)).name
@@ -126,9 +126,9 @@ def ppl_results() -> pd.DataFrame:
 
 
 def test_perplexity_on_y_with_interval_bars_log_axis_and_hover(tmp_path):
-    from metrics.pareto import pareto_front
-    from metrics.report import _scatter_figure
-    from metrics.types import parse_objectives
+    from ecocompress.metrics.pareto import pareto_front
+    from ecocompress.metrics.report import _scatter_figure
+    from ecocompress.metrics.types import parse_objectives
 
     objs = parse_objectives("memory_gb,perplexity/wikitext2")
     fig = _scatter_figure(pareto_front(ppl_results(), objs), objs, "t")
@@ -152,9 +152,9 @@ def test_perplexity_on_y_with_interval_bars_log_axis_and_hover(tmp_path):
 
 
 def test_accuracy_on_y_perplexity_on_x_and_accuracy_hover():
-    from metrics.pareto import pareto_front
-    from metrics.report import _scatter_figure
-    from metrics.types import parse_objectives
+    from ecocompress.metrics.pareto import pareto_front
+    from ecocompress.metrics.report import _scatter_figure
+    from ecocompress.metrics.types import parse_objectives
 
     df = (
         results()

@@ -1,9 +1,9 @@
 import numpy as np
 import pandas as pd
 
-from metrics.pareto import pareto_front
-from metrics.table import format_results_table
-from metrics.types import DEFAULT_OBJECTIVES
+from ecocompress.metrics.pareto import pareto_front
+from ecocompress.metrics.table import format_results_table
+from ecocompress.metrics.types import DEFAULT_OBJECTIVES
 
 
 def test_format_results_table():
@@ -102,7 +102,7 @@ def test_perplexity_only_table_keeps_on_front():
             "memory_gb": [1.0, 1.0],
         }
     )
-    from metrics.types import parse_objectives
+    from ecocompress.metrics.types import parse_objectives
 
     ranked = pareto_front(df, parse_objectives("perplexity/wikitext2,memory_gb"), z=1.0)
     lines = format_results_table(ranked).splitlines()

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from metrics import tracking
+from ecocompress.metrics import tracking
 
 
 @pytest.fixture()

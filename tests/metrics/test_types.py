@@ -1,7 +1,7 @@
 import pytest
 
-from metrics.types import DEFAULT_OBJECTIVES, Objective, parse_objectives
-from tasks.errors import UserError
+from ecocompress.metrics.types import DEFAULT_OBJECTIVES, Objective, parse_objectives
+from ecocompress.tasks.errors import UserError
 
 
 def test_parse_objectives_in_order_with_directions():
@@ -49,7 +49,7 @@ def test_objective_is_frozen():
 
 
 def test_perplexity_is_a_known_metric_minimised_and_not_a_cost():
-    from metrics.types import COST_METRICS, DEFAULT_DIRECTIONS, KNOWN_METRICS
+    from ecocompress.metrics.types import COST_METRICS, DEFAULT_DIRECTIONS, KNOWN_METRICS
 
     assert parse_objectives("perplexity/wikitext2") == [
         Objective(name="perplexity/wikitext2", direction="min")
@@ -66,7 +66,7 @@ def test_perplexity_is_a_known_metric_minimised_and_not_a_cost():
 
 
 def test_stderr_and_interval_columns():
-    from metrics.types import ci_columns, is_log_scale, stderr_column
+    from ecocompress.metrics.types import ci_columns, is_log_scale, stderr_column
 
     assert stderr_column("accuracy") == "accuracy_stderr"
     assert stderr_column("accuracy/gsm8k") == "accuracy_stderr/gsm8k"

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metrics.validation import validate_results_table
-from tasks.errors import UserError
+from ecocompress.metrics.validation import validate_results_table
+from ecocompress.tasks.errors import UserError
 
 
 def good_table() -> pd.DataFrame:
@@ -65,7 +65,7 @@ def test_nan_outside_objectives_is_allowed_but_not_in_them():
     df = good_table()
     df.loc[0, "co2_kg"] = np.nan  # co2 is not a default objective: absent is fine
     validate_results_table(df)
-    from metrics.types import parse_objectives
+    from ecocompress.metrics.types import parse_objectives
 
     with pytest.raises(UserError, match="co2_kg = missing"):
         validate_results_table(df, parse_objectives("accuracy,co2_kg"))
@@ -102,7 +102,7 @@ def test_perplexity_only_rows_pass():
     # no accuracy column at all: only perplexity was run
     df = ppl_table().drop(columns=["accuracy", "accuracy/gsm8k", "accuracy_stderr"])
     validate_results_table(df)
-    from metrics.types import parse_objectives
+    from ecocompress.metrics.types import parse_objectives
 
     validate_results_table(df, parse_objectives("perplexity/wikitext2,memory_gb"))
 
@@ -111,7 +111,7 @@ def test_rows_without_perplexity_pass_unless_it_is_an_objective():
     df = ppl_table()
     df.loc[1, [PPL, LOW, HIGH, LOGSE]] = np.nan  # benchmark not run for this candidate
     validate_results_table(df)
-    from metrics.types import parse_objectives
+    from ecocompress.metrics.types import parse_objectives
 
     with pytest.raises(UserError, match=r"'nf4-bitsandbytes': perplexity/wikitext2 = missing"):
         validate_results_table(df, parse_objectives("perplexity/wikitext2,memory_gb"))

@@ -37,7 +37,14 @@ def main() -> None:
     ap.parse_args()
     common.ensure_reference()
     home = common.fresh_home("rerun")
-    cmd = [sys.executable, "-m", "flows.cli", *SWEEP, "--data-dir", str(common.data_dir())]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ecocompress.flows.cli",
+        *SWEEP,
+        "--data-dir",
+        str(common.data_dir()),
+    ]
     first = common.timed(cmd, home)
     first_steps = common.last_parent_artifacts(home, ("steps.json",))["steps.json"]
     second = common.timed(cmd, home)

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from flows.environment import HUB_OFFLINE, TELEMETRY_OFF
+from ecocompress.flows.environment import HUB_OFFLINE, TELEMETRY_OFF
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = Path(__file__).resolve().parent / "results"

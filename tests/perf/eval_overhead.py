@@ -68,7 +68,7 @@ def main() -> None:
             cmd = [
                 sys.executable,
                 "-m",
-                "flows.cli",
+                "ecocompress.flows.cli",
                 "evaluate",
                 "--bits",
                 "16",

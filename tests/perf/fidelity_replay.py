@@ -52,7 +52,7 @@ class Recorded:
     """The recorded grid, able to answer 'what would this rung have measured'."""
 
     def __init__(self, grid: dict, fid: dict):
-        from tasks.evaluate import pooled
+        from ecocompress.tasks.evaluate import pooled
 
         self.pooled = pooled
         self.rows = {r["candidate"]: r for r in grid["rows"]}
@@ -70,7 +70,7 @@ class Recorded:
         return self.pooled(per)
 
     def perplexity(self, cand: str, tokens: int) -> tuple[dict, float]:
-        from tasks.perplexity import summarise
+        from ecocompress.tasks.perplexity import summarise
 
         used, n = [], 0
         for w in self.fid[cand]["perplexity"]["windows"]:
@@ -123,8 +123,8 @@ class Recorded:
 def front(rows: list[dict], objectives: str, z: float) -> set[str]:
     import pandas as pd
 
-    from metrics.pareto import pareto_front
-    from metrics.types import parse_objectives
+    from ecocompress.metrics.pareto import pareto_front
+    from ecocompress.metrics.types import parse_objectives
 
     df = pareto_front(pd.DataFrame(rows), parse_objectives(objectives), z=z or None)
     return set(df.loc[df["on_front"], "candidate"])
@@ -141,9 +141,9 @@ def replay(
 ):
     from langgraph.checkpoint.memory import InMemorySaver
 
-    from agents.graph import SearchSettings, build_graph, run_search
-    from agents.space import Space
-    from tasks.specs import CandidateSpec
+    from ecocompress.agents.graph import SearchSettings, build_graph, run_search
+    from ecocompress.agents.space import Space
+    from ecocompress.tasks.specs import CandidateSpec
 
     grid = json.loads((common.RESULTS / "planner_grid.json").read_text())
     g = grid["grid"]
@@ -191,7 +191,7 @@ def main() -> None:
     )
     ap.add_argument("--name", default="fidelity_replay")
     a = ap.parse_args()
-    from agents.fidelity import default_ladder
+    from ecocompress.agents.fidelity import default_ladder
 
     grid = json.loads((common.RESULTS / "planner_grid.json").read_text())
     fid = json.loads((common.RESULTS / "planner_grid_fidelity.json").read_text())

@@ -68,13 +68,13 @@ def main() -> None:
     ap.add_argument("--allow-cpu", action="store_true", help="dry run of the script on a CPU")
     a = ap.parse_args()
     assert torch.cuda.is_available() or a.allow_cpu, "no CUDA device"
-    from metrics.energy import EnergyMeter
-    from metrics.measure import RssSampler, measure_latency
-    from tasks.download import resolve_model
-    from tasks.footprint import tensor_bytes
-    from tasks.prune import activation_norms, decoder_linears, prune_model
-    from tasks.quantize import clear_loaded, device, load_candidate
-    from tasks.specs import PruneSpec, QuantSpec
+    from ecocompress.metrics.energy import EnergyMeter
+    from ecocompress.metrics.measure import RssSampler, measure_latency
+    from ecocompress.tasks.download import resolve_model
+    from ecocompress.tasks.footprint import tensor_bytes
+    from ecocompress.tasks.prune import activation_norms, decoder_linears, prune_model
+    from ecocompress.tasks.quantize import clear_loaded, device, load_candidate
+    from ecocompress.tasks.specs import PruneSpec, QuantSpec
 
     work = Path(tempfile.mkdtemp())
     ref = resolve_model(str(build_model(Path(a.tokenizer), work / "model", a.layers)))

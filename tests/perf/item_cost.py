@@ -38,7 +38,7 @@ def main() -> None:
     cmd = [
         sys.executable,
         "-m",
-        "flows.cli",
+        "ecocompress.flows.cli",
         "evaluate",
         "--bits",
         a.bits,

@@ -37,7 +37,7 @@ def main() -> None:
     a = ap.parse_args()
     common.ensure_reference()
     home = common.fresh_home(a.home)
-    cmd = [sys.executable, "-m", "flows.cli", "sweep"]
+    cmd = [sys.executable, "-m", "ecocompress.flows.cli", "sweep"]
     for k, v in GRID.items():
         cmd += [f"--{k}", v]
     cmd += [

@@ -56,7 +56,7 @@ def item_scores(path: Path, bench: str) -> dict[str, list[float]]:
 
 def checkpoint(row: dict) -> Path:
     """The grid's pruned folder for the row's prune spec (or the converted reference)."""
-    from tasks.specs import PruneSpec
+    from ecocompress.tasks.specs import PruneSpec
 
     # the row's "sparsity" is the achieved one (0.25002 for Wanda 25 %): the grid's nominal
     # sparsities are multiples of 0.05
@@ -77,7 +77,7 @@ def checkpoint(row: dict) -> Path:
 
 def grid_ref(path: Path):
     """A ModelRef for one of the grid's checkpoint folders (loading only reads the path)."""
-    from tasks.artifacts import ModelRef
+    from ecocompress.tasks.artifacts import ModelRef
 
     return ModelRef(
         id=f"grid-{path.name}",
@@ -90,9 +90,9 @@ def grid_ref(path: Path):
 
 
 def perplexity_windows(row: dict, tokens: int, window: int, stride: int) -> dict:
-    from tasks.perplexity import evaluation_ids, score_windows, summarise
-    from tasks.quantize import clear_loaded, load_candidate
-    from tasks.specs import QuantSpec
+    from ecocompress.tasks.perplexity import evaluation_ids, score_windows, summarise
+    from ecocompress.tasks.quantize import clear_loaded, load_candidate
+    from ecocompress.tasks.specs import QuantSpec
 
     path = checkpoint(row)
     ref = grid_ref(path)
@@ -121,9 +121,9 @@ def lm_eval_fixed_cost(row: dict, limits: list[int]) -> dict:
     items score differently from the first items of the grid's limit-30 run."""
     import tempfile
 
-    from tasks.evaluate import evaluate_benchmark
-    from tasks.quantize import load_candidate
-    from tasks.specs import EvalSpec, QuantSpec
+    from ecocompress.tasks.evaluate import evaluate_benchmark
+    from ecocompress.tasks.quantize import load_candidate
+    from ecocompress.tasks.specs import EvalSpec, QuantSpec
 
     model, tok = load_candidate(
         grid_ref(checkpoint(row)), QuantSpec(bits=row["bits"], backend=row["quant_backend"])

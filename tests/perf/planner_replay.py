@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from agents.replay import hv_curve, load_grid, replay
-from metrics.pareto import hypervolume, objective_bounds
-from metrics.types import parse_objectives
+from ecocompress.agents.replay import hv_curve, load_grid, replay
+from ecocompress.metrics.pareto import hypervolume, objective_bounds
+from ecocompress.metrics.types import parse_objectives
 from tests.perf import common
 
 OBJECTIVES = "accuracy:max,latency_ms:min,memory_gb:min,energy_kwh:min"

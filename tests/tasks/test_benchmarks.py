@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tasks.benchmarks import REGISTRY, get_benchmark
-from tasks.benchmarks.base import read_records
-from tasks.benchmarks.bbh import BBH_TASKS
-from tasks.benchmarks.local import local_task_dir
-from tasks.benchmarks.validation import benchmark_data_files, validate_benchmark_data
-from tasks.errors import UserError
-from tasks.specs import EvalSpec
+from ecocompress.tasks.benchmarks import REGISTRY, get_benchmark
+from ecocompress.tasks.benchmarks.base import read_records
+from ecocompress.tasks.benchmarks.bbh import BBH_TASKS
+from ecocompress.tasks.benchmarks.local import local_task_dir
+from ecocompress.tasks.benchmarks.validation import benchmark_data_files, validate_benchmark_data
+from ecocompress.tasks.errors import UserError
+from ecocompress.tasks.specs import EvalSpec
 
 EXPECTED_ITEMS = {"gsm8k": 1319, "truthfulqa": 817, "commonsenseqa": 1221, "humaneval": 164}
 

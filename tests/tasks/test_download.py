@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tasks.errors import UserError
+from ecocompress.tasks.errors import UserError
 
 
 @pytest.fixture()
@@ -19,7 +19,7 @@ def home(tmp_path, monkeypatch):
 def test_local_folder_stable_hash_and_weight_bytes(tiny_model_dir, home, tmp_path) -> None:
     from transformers import AutoModelForCausalLM
 
-    from tasks.download import resolve_model
+    from ecocompress.tasks.download import resolve_model
 
     a = resolve_model(str(tiny_model_dir))
     b = resolve_model(str(tiny_model_dir))
@@ -41,7 +41,7 @@ def test_local_folder_stable_hash_and_weight_bytes(tiny_model_dir, home, tmp_pat
 def test_load_reference_model(tiny_model_dir, home) -> None:
     import torch
 
-    from tasks.download import load_reference_model, resolve_model
+    from ecocompress.tasks.download import load_reference_model, resolve_model
 
     model, tok = load_reference_model(resolve_model(str(tiny_model_dir)), "bfloat16")
     assert not model.training and model.dtype == torch.bfloat16 and tok.pad_token == "<pad>"
@@ -64,7 +64,7 @@ def test_load_reference_model(tiny_model_dir, home) -> None:
 def test_resolve_errors(model: str, message: str, home, monkeypatch) -> None:
     import huggingface_hub.constants as hc
 
-    from tasks.download import resolve_model
+    from ecocompress.tasks.download import resolve_model
 
     monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
     with pytest.raises(UserError, match=message):
@@ -72,7 +72,7 @@ def test_resolve_errors(model: str, message: str, home, monkeypatch) -> None:
 
 
 def test_folder_without_config_and_non_gguf_file(tmp_path, home) -> None:
-    from tasks.download import resolve_model
+    from ecocompress.tasks.download import resolve_model
 
     with pytest.raises(UserError, match="has no config.json"):
         resolve_model(str(tmp_path))
@@ -90,7 +90,7 @@ def test_gemma_alias_converts_once(monkeypatch) -> None:
     """Uses the session's home, so the e2e sweep reuses this conversion."""
     import transformers
 
-    from tasks.download import resolve_model
+    from ecocompress.tasks.download import resolve_model
 
     ref = resolve_model("gemma-3-270m")
     assert ref.source == "package" and ref.checkpoint_dtype == "float32"

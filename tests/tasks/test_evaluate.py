@@ -10,12 +10,17 @@ from typing import Any
 
 import pytest
 
-from tasks.benchmarks import REGISTRY
-from tasks.benchmarks.base import STATIC_DIR
-from tasks.benchmarks.local import all_units, hub_task_dir, hub_task_name, local_task_dir
-from tasks.errors import UserError
-from tasks.evaluate import BenchmarkResult, evaluate_benchmark, pooled, task_manager
-from tasks.specs import EvalSpec
+from ecocompress.tasks.benchmarks import REGISTRY
+from ecocompress.tasks.benchmarks.base import STATIC_DIR
+from ecocompress.tasks.benchmarks.local import (
+    all_units,
+    hub_task_dir,
+    hub_task_name,
+    local_task_dir,
+)
+from ecocompress.tasks.errors import UserError
+from ecocompress.tasks.evaluate import BenchmarkResult, evaluate_benchmark, pooled, task_manager
+from ecocompress.tasks.specs import EvalSpec
 
 pytestmark = pytest.mark.slow
 

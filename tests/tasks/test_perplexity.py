@@ -8,9 +8,9 @@ import math
 
 import pytest
 
-from tasks.errors import UserError
-from tasks.perplexity import evaluation_ids, score_windows, summarise, windows
-from tasks.specs import EvalSpec
+from ecocompress.tasks.errors import UserError
+from ecocompress.tasks.perplexity import evaluation_ids, score_windows, summarise, windows
+from ecocompress.tasks.specs import EvalSpec
 
 
 def test_windows_score_every_token_once():
@@ -90,8 +90,8 @@ def test_matches_direct_computation_on_tiny_model(tiny_model_dir, shared_data_di
 def test_evaluation_text_does_not_overlap_calibration(tiny_model_dir, shared_data_dir):
     from transformers import AutoTokenizer
 
-    from tasks.calibration import calibration_batches
-    from tasks.specs import CalibrationSpec
+    from ecocompress.tasks.calibration import calibration_batches
+    from ecocompress.tasks.specs import CalibrationSpec
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     ids, _ = evaluation_ids(tok, shared_data_dir)
@@ -117,7 +117,7 @@ def test_evaluation_text_does_not_overlap_calibration(tiny_model_dir, shared_dat
 def test_budget_beyond_usable_tokens_is_refused(tiny_model_dir, shared_data_dir, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tasks.perplexity import evaluate_perplexity
+    from ecocompress.tasks.perplexity import evaluate_perplexity
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
@@ -131,7 +131,7 @@ def test_evaluate_benchmark_perplexity_result(tiny_model_dir, shared_data_dir, t
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tasks.evaluate import evaluate_benchmark
+    from ecocompress.tasks.evaluate import evaluate_benchmark
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
@@ -148,7 +148,7 @@ def test_evaluate_benchmark_perplexity_result(tiny_model_dir, shared_data_dir, t
 
 
 def test_missing_text_is_a_user_error(tmp_path):
-    from tasks.perplexity import wikitext_test_text
+    from ecocompress.tasks.perplexity import wikitext_test_text
 
     with pytest.raises(UserError, match="perplexity text not found"):
         wikitext_test_text(tmp_path)

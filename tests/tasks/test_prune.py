@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from tasks.errors import UserError
-from tasks.specs import CalibrationSpec, PruneSpec
+from ecocompress.tasks.errors import UserError
+from ecocompress.tasks.specs import CalibrationSpec, PruneSpec
 
 
 class ToyLM(nn.Module):
@@ -39,7 +39,7 @@ def _calib() -> torch.Tensor:
 
 
 def test_decoder_linears_skip_embedding_and_head() -> None:
-    from tasks.prune import decoder_linears
+    from ecocompress.tasks.prune import decoder_linears
 
     assert list(decoder_linears(ToyLM())) == ["up", "down"]
 
@@ -47,7 +47,7 @@ def test_decoder_linears_skip_embedding_and_head() -> None:
 @pytest.mark.parametrize("method", ["magnitude", "wanda"])
 @pytest.mark.parametrize("target", [0.3, 0.5, 0.7])
 def test_unstructured_sparsity_matches_target(method: str, target: float) -> None:
-    from tasks.prune import prune_model
+    from ecocompress.tasks.prune import prune_model
 
     model = ToyLM()
     emb = model.embed.weight.clone()
@@ -61,7 +61,7 @@ def test_unstructured_sparsity_matches_target(method: str, target: float) -> Non
 
 
 def test_magnitude_sparsity_exact_on_one_linear() -> None:
-    from tasks.prune import prune_model
+    from ecocompress.tasks.prune import prune_model
 
     model = ToyLM(hidden=100, inner=300)
     report = prune_model(model, PruneSpec(method="magnitude", sparsity=0.437))
@@ -72,7 +72,7 @@ def test_magnitude_sparsity_exact_on_one_linear() -> None:
 @pytest.mark.parametrize("pattern", ["2:4", "4:8", "1:4"])
 @pytest.mark.parametrize("method", ["magnitude", "wanda"])
 def test_n_m_pattern_holds_in_every_group(pattern: str, method: str) -> None:
-    from tasks.prune import prune_model
+    from ecocompress.tasks.prune import prune_model
 
     n, m = map(int, pattern.split(":"))
     model = ToyLM()
@@ -84,7 +84,7 @@ def test_n_m_pattern_holds_in_every_group(pattern: str, method: str) -> None:
 
 
 def test_n_m_needs_divisible_in_features() -> None:
-    from tasks.prune import prune_model
+    from ecocompress.tasks.prune import prune_model
 
     model = ToyLM(hidden=30, inner=64)
     with pytest.raises(UserError, match=r"layer up has in_features 30, not divisible by M=4"):
@@ -92,7 +92,7 @@ def test_n_m_needs_divisible_in_features() -> None:
 
 
 def test_existing_zeros_count_toward_sparsity() -> None:
-    from tasks.prune import prune_model
+    from ecocompress.tasks.prune import prune_model
 
     model = ToyLM()
     with torch.no_grad():
@@ -103,7 +103,7 @@ def test_existing_zeros_count_toward_sparsity() -> None:
 
 
 def test_wanda_mask_differs_from_magnitude_and_follows_activations() -> None:
-    from tasks.prune import prune_model
+    from ecocompress.tasks.prune import prune_model
 
     mag, wan = ToyLM(), ToyLM()
     prune_model(mag, PruneSpec(method="magnitude", sparsity=0.5))
@@ -116,15 +116,19 @@ def test_wanda_mask_differs_from_magnitude_and_follows_activations() -> None:
 
 
 def test_wanda_without_calibration_is_an_error() -> None:
-    from tasks.prune import prune_model
+    from ecocompress.tasks.prune import prune_model
 
     with pytest.raises(UserError, match="calibration"):
         prune_model(ToyLM(), PruneSpec(method="wanda", sparsity=0.5))
 
 
 def test_calibration_windows_come_from_second_half(tiny_model_dir, shared_data_dir) -> None:
-    from tasks.calibration import CALIBRATION_OFFSET_FRACTION, calibration_batches, calibration_text
-    from tasks.download import load_tokenizer
+    from ecocompress.tasks.calibration import (
+        CALIBRATION_OFFSET_FRACTION,
+        calibration_batches,
+        calibration_text,
+    )
+    from ecocompress.tasks.download import load_tokenizer
 
     tok = load_tokenizer(tiny_model_dir)
     spec = CalibrationSpec(n_samples=5, seq_len=32, seed=3)
@@ -145,8 +149,8 @@ def test_calibration_windows_come_from_second_half(tiny_model_dir, shared_data_d
 
 
 def test_calibration_missing_file(tiny_model_dir, tmp_path) -> None:
-    from tasks.calibration import calibration_batches
-    from tasks.download import load_tokenizer
+    from ecocompress.tasks.calibration import calibration_batches
+    from ecocompress.tasks.download import load_tokenizer
 
     with pytest.raises(UserError, match=r"calibration text not found: .*wiki\.test\.raw\.gz"):
         calibration_batches(load_tokenizer(tiny_model_dir), CalibrationSpec(), tmp_path)
@@ -157,8 +161,8 @@ def test_prune_saves_reloads_and_caches(
 ) -> None:
     from transformers import AutoModelForCausalLM
 
-    import tasks.prune as prune_mod
-    from tasks.download import resolve_model
+    import ecocompress.tasks.prune as prune_mod
+    from ecocompress.tasks.download import resolve_model
 
     monkeypatch.setenv("ECOCOMPRESS_HOME", str(tmp_path))
     ref = resolve_model(str(tiny_model_dir))
@@ -190,8 +194,8 @@ def test_prune_saves_reloads_and_caches(
 def test_pruned_copy_keeps_checkpoint_dtype(tiny_model_dir, tmp_path, monkeypatch) -> None:
     from transformers import AutoModelForCausalLM
 
-    from tasks.download import resolve_model
-    from tasks.prune import prune
+    from ecocompress.tasks.download import resolve_model
+    from ecocompress.tasks.prune import prune
 
     monkeypatch.setenv("ECOCOMPRESS_HOME", str(tmp_path / "home"))
     src = tmp_path / "bf16"
@@ -213,9 +217,9 @@ def test_pruned_copy_keeps_checkpoint_dtype(tiny_model_dir, tmp_path, monkeypatc
 def test_calibration_text_too_short_and_no_linears(tiny_model_dir, tmp_path) -> None:
     import gzip
 
-    from tasks.calibration import calibration_batches
-    from tasks.download import load_tokenizer
-    from tasks.prune import prune_model
+    from ecocompress.tasks.calibration import calibration_batches
+    from ecocompress.tasks.download import load_tokenizer
+    from ecocompress.tasks.prune import prune_model
 
     (tmp_path / "wikitext2").mkdir()
     with gzip.open(tmp_path / "wikitext2" / "wiki.test.raw.gz", "wt") as f:

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from tasks.specs import PruneSpec, QuantSpec
+from ecocompress.tasks.specs import PruneSpec, QuantSpec
 
 
 def test_tensor_bytes_fp32_bf16_and_buffers() -> None:
-    from tasks.footprint import tensor_bytes
+    from ecocompress.tasks.footprint import tensor_bytes
 
     lin = nn.Linear(16, 8)  # 128 weights + 8 biases
     assert tensor_bytes(lin) == (128 + 8) * 4
@@ -20,7 +20,7 @@ def test_tensor_bytes_fp32_bf16_and_buffers() -> None:
 
 
 def test_tensor_bytes_tied_weights_counted_once() -> None:
-    from tasks.footprint import tensor_bytes
+    from ecocompress.tasks.footprint import tensor_bytes
 
     class Tied(nn.Module):
         def __init__(self) -> None:
@@ -35,7 +35,7 @@ def test_tensor_bytes_tied_weights_counted_once() -> None:
 def test_tensor_bytes_bitsandbytes_int8_and_nf4() -> None:
     import bitsandbytes as bnb
 
-    from tasks.footprint import tensor_bytes
+    from ecocompress.tasks.footprint import tensor_bytes
 
     w = torch.randn(32, 64)
     q8 = bnb.nn.Linear8bitLt(64, 32, bias=False, has_fp16_weights=False)
@@ -59,7 +59,7 @@ def test_tensor_bytes_bitsandbytes_int8_and_nf4() -> None:
 def test_tensor_bytes_torchao_int8() -> None:
     from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
-    from tasks.footprint import tensor_bytes
+    from ecocompress.tasks.footprint import tensor_bytes
 
     model = nn.Sequential(nn.Linear(128, 64, bias=False)).to(torch.bfloat16)
     quantize_(model, Int8WeightOnlyConfig())
@@ -71,15 +71,15 @@ def test_tensor_bytes_torchao_int8() -> None:
 
 
 def test_quantize_is_a_recipe_with_its_own_id(tiny_model_dir, tmp_path, monkeypatch) -> None:
-    from tasks.download import resolve_model
-    from tasks.quantize import quantize
+    from ecocompress.tasks.download import resolve_model
+    from ecocompress.tasks.quantize import quantize
 
     monkeypatch.setenv("ECOCOMPRESS_HOME", str(tmp_path))
     ref = resolve_model(str(tiny_model_dir))
     a, b = quantize(ref, QuantSpec(bits=8)), quantize(ref, QuantSpec(bits=8, backend="torchao"))
     assert a.path == b.path == ref.path and len({a.id, b.id, ref.id}) == 3
     assert a.quant_spec == QuantSpec(bits=8).canonical() and quantize(ref, QuantSpec(bits=8)) == a
-    from tasks.quantize import load_candidate
+    from ecocompress.tasks.quantize import load_candidate
 
     with pytest.raises(ValueError, match="is the recipe"):
         load_candidate(a, QuantSpec(bits=4))
@@ -87,15 +87,15 @@ def test_quantize_is_a_recipe_with_its_own_id(tiny_model_dir, tmp_path, monkeypa
 
 @pytest.fixture(scope="module")
 def fp32_logits(tiny_model_dir):
-    from tasks.download import resolve_model
-    from tasks.quantize import clear_loaded, load_candidate
+    from ecocompress.tasks.download import resolve_model
+    from ecocompress.tasks.quantize import clear_loaded, load_candidate
 
     ref = resolve_model(str(tiny_model_dir))
     model, tok = load_candidate(ref, QuantSpec(bits=32))
     ids = tok("The tower is 324 metres tall, about the same height", return_tensors="pt").input_ids
     with torch.no_grad():
         logits = model(ids).logits.float()
-    held = __import__("tasks.footprint", fromlist=["tensor_bytes"]).tensor_bytes(model)
+    held = __import__("ecocompress.tasks.footprint", fromlist=["tensor_bytes"]).tensor_bytes(model)
     # fp32 holds the checkpoint's bytes plus non-persistent buffers (rotary inv_freq, embed scale).
     assert held == ref.reference_weight_bytes + sum(b.nbytes for b in model.buffers())
     clear_loaded()
@@ -113,8 +113,8 @@ def fp32_logits(tiny_model_dir):
     ids=["bf16", "int8-bnb", "nf4-bnb", "int8-torchao"],
 )
 def test_load_candidate_runs_close_to_fp32_and_is_smaller(spec: QuantSpec, fp32_logits) -> None:
-    from tasks.footprint import tensor_bytes
-    from tasks.quantize import clear_loaded, load_candidate
+    from ecocompress.tasks.footprint import tensor_bytes
+    from ecocompress.tasks.quantize import clear_loaded, load_candidate
 
     ref, ids, ref_logits, fp32_bytes = fp32_logits
     model, tok = load_candidate(ref, spec)
@@ -152,9 +152,9 @@ def _dequantized(lin: nn.Module) -> torch.Tensor:
 def test_pruned_zeros_survive_quantization(
     spec: QuantSpec, tiny_model_dir, shared_data_dir, tmp_path, monkeypatch
 ) -> None:
-    from tasks.download import resolve_model
-    from tasks.prune import decoder_linears, prune
-    from tasks.quantize import clear_loaded, load_candidate
+    from ecocompress.tasks.download import resolve_model
+    from ecocompress.tasks.prune import decoder_linears, prune
+    from ecocompress.tasks.quantize import clear_loaded, load_candidate
 
     monkeypatch.setenv("ECOCOMPRESS_HOME", str(tmp_path))
     pruned = prune(

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.benchmarks.humaneval import program
-from tasks.sandbox import network_isolation, run_untrusted
+from ecocompress.tasks.benchmarks.humaneval import program
+from ecocompress.tasks.sandbox import network_isolation, run_untrusted
 
 
 @pytest.fixture(scope="module")
