@@ -15,45 +15,13 @@ interrupted search resumes where it stopped.
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, Literal, TypedDict
-
-from pydantic import Field
+from typing import Annotated, Any, TypedDict
 
 from ecocompress.agents.fidelity import MultiFidelity, rung_settings
 from ecocompress.agents.llm import InvalidProposal, LLMPolicy
 from ecocompress.agents.policies import AgentPolicy, SearchView, fidelity, make_policy, proposal
-from ecocompress.agents.space import Space
-from ecocompress.metrics.recommend import Constraints
-from ecocompress.metrics.types import parse_objectives
+from ecocompress.agents.settings import SearchSettings
 from ecocompress.tasks.errors import UserError
-from ecocompress.tasks.specs import Spec
-
-
-class SearchSettings(Spec):
-    """Everything a search decides with; stored in the checkpoint with the thread."""
-
-    policy: str = "agent"
-    sampler: str = "tpe"
-    seed: int = 0
-    space: dict[str, list] = Field(default_factory=dict)
-    objectives: str = "accuracy:max,latency_ms:min,memory_gb:min,energy_kwh:min"
-    weights: dict[str, float] = Field(default_factory=lambda: {"accuracy": 1.0})
-    accuracy_drop: float | None = None  # absolute (0.05 = 5 percentage points)
-    memory_limit_gb: float | None = None
-    latency_limit_ms: float | None = None
-    max_candidates: int | None = Field(None, ge=1)
-    max_minutes: float | None = Field(None, gt=0)
-    carbon_budget_kg: float | None = Field(None, gt=0)
-    # "emitted": CO2 this search emitted (cache hits cost nothing); "attributed": every
-    # evaluation counts at its recorded CO2, cached or not (studies comparing budgets)
-    carbon_accounting: Literal["emitted", "attributed"] = "emitted"
-    patience: int | None = Field(None, ge=1)  # stop when the frontier is unchanged this long
-    base_limit: int | None = None
-    max_limit: int | None = None  # close calls are re-evaluated up to this many items
-    z: float = Field(1.0, gt=0)
-    max_llm_attempts: int = Field(2, ge=1)
-    # multi-fidelity ladder, cheapest rung first (agents/fidelity.py); None: one fidelity
-    fidelities: list[dict[str, Any]] | None = None
 
 
 class SearchState(TypedDict, total=False):
@@ -70,22 +38,7 @@ class SearchState(TypedDict, total=False):
 
 
 def view_of(settings: SearchSettings, history: list[dict[str, Any]]) -> SearchView:
-    return SearchView(
-        space=Space.from_dict(settings.space),
-        history=history,
-        objectives=parse_objectives(settings.objectives),
-        constraints=Constraints(
-            memory_limit_gb=settings.memory_limit_gb,
-            latency_limit_ms=settings.latency_limit_ms,
-            accuracy_drop=settings.accuracy_drop,
-        ),
-        weights=settings.weights,
-        seed=settings.seed,
-        base_limit=settings.base_limit,
-        max_limit=settings.max_limit,
-        z=settings.z,
-        fidelities=settings.fidelities,
-    )
+    return SearchView.from_settings(settings, history)
 
 
 def state_summary(view: SearchView, spent: dict[str, float]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ecocompress.agents.settings import SearchSettings
 from ecocompress.agents.space import Space
 from ecocompress.metrics.recommend import Constraints
 from ecocompress.metrics.types import Objective
@@ -44,21 +45,46 @@ def proposal(
     }
 
 
+_S = SearchSettings.model_fields  # SearchView's defaults are the settings' own
+
+
 @dataclass
 class SearchView:
-    """What a policy sees: the space, every observation so far and the goals."""
+    """What a policy sees: the space, every observation so far and the goals, parsed from
+    ``SearchSettings`` (``from_settings``); tests build one directly."""
 
     space: Space
     history: list[dict[str, Any]]
     objectives: list[Objective]
     constraints: Constraints = field(default_factory=Constraints)
-    weights: Mapping[str, float] = field(default_factory=lambda: {"accuracy": 1.0})
-    seed: int = 0
-    base_limit: int | None = None
-    max_limit: int | None = None  # re-evaluate close calls up to this many items; None: never
-    z: float = 1.0  # standard errors that make a difference "beyond noise"
+    weights: Mapping[str, float] = field(default_factory=_S["weights"].default_factory)
+    seed: int = _S["seed"].default
+    base_limit: int | None = _S["base_limit"].default
+    max_limit: int | None = _S["max_limit"].default  # re-evaluate close calls up to this
+    z: float = _S["z"].default  # standard errors that make a difference "beyond noise"
     # multi-fidelity ladder (agents/fidelity.py); None: every evaluation at one fidelity
-    fidelities: list[dict[str, Any]] | None = None
+    fidelities: list[dict[str, Any]] | None = _S["fidelities"].default
+
+    @classmethod
+    def from_settings(cls, settings: SearchSettings, history: list[dict[str, Any]]) -> SearchView:
+        from ecocompress.metrics.types import parse_objectives
+
+        return cls(
+            space=Space.from_dict(settings.space),
+            history=history,
+            objectives=parse_objectives(settings.objectives),
+            constraints=Constraints(
+                memory_limit_gb=settings.memory_limit_gb,
+                latency_limit_ms=settings.latency_limit_ms,
+                accuracy_drop=settings.accuracy_drop,
+            ),
+            weights=settings.weights,
+            seed=settings.seed,
+            base_limit=settings.base_limit,
+            max_limit=settings.max_limit,
+            z=settings.z,
+            fidelities=settings.fidelities,
+        )
 
     def latest(self) -> dict[str, dict[str, Any]]:
         """Per candidate, the observation at the highest fidelity (latest on ties)."""

@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ecocompress.agents.graph import SearchSettings, build_graph, run_search
+from ecocompress.agents.graph import build_graph, run_search
+from ecocompress.agents.settings import SearchSettings
 from ecocompress.agents.space import Space
 from ecocompress.tasks.errors import UserError
 

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ecocompress.flows.params import candidate_grid
 from ecocompress.tasks.errors import UserError
-from ecocompress.tasks.specs import CandidateSpec, PruneSpec, QuantSpec
+from ecocompress.tasks.specs import CandidateSpec, PruneSpec, QuantSpec, candidate_grid
 
 AXES = ("bits", "shape", "method", "backend")
 

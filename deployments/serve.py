@@ -1,7 +1,8 @@
 """Serve the sweep or optimize flow as a scheduled Prefect deployment.
 
-    python -m deployments.serve --cron "0 3 * * 1" --bits 16,8,4 --limit 50
-    python -m deployments.serve --flow optimize --name weekly-search --policy agent --limit 50
+    python -m ecocompress.deployments.serve --cron "0 3 * * 1" --bits 16,8,4 --limit 50
+    python -m ecocompress.deployments.serve --flow optimize --name weekly-search --limit 50
+    python -m ecocompress.deployments.serve --flow optimize --config weekly.yaml
 
 Runs against whatever Prefect API is configured (``PREFECT_API_URL``: the docker stack's
 server, or a temporary local one). Each scheduled run is an ordinary sweep: cached steps
@@ -11,47 +12,48 @@ are reused, so a weekly run with an unchanged model and code evaluates nothing a
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 ENTRYPOINT = "flows/sweep.py:sweep_flow"
 ENTRYPOINTS = {"sweep": ENTRYPOINT, "optimize": "flows/optimize.py:optimize_flow"}
 
 
 def build_deployment(name: str, cron: str | None, argv: list[str], flow: str = "sweep"):
-    """A Prefect deployment of ``sweep_flow`` or ``optimize_flow`` whose parameters come
-    from that command's CLI flags. A scheduled optimize starts a new search thread per
-    flow run (its id names the thread)."""
-    from ecocompress.flows.cli import _candidates, _run_params, build_parser
-    from ecocompress.flows.search_cli import _search_settings
-    from ecocompress.flows.sweep import sweep_flow
+    """A Prefect deployment of ``sweep_flow`` or ``optimize_flow`` whose parameters are the
+    command's own (``flows.resolve.flow_parameters`` of the same flags, ``--config`` YAML
+    included). A scheduled optimize starts a new search thread per flow run (its id names
+    the thread) unless ``--thread-id`` is given."""
+    from ecocompress.flows.cli import parse_settings
+    from ecocompress.flows.resolve import flow_parameters, resolve
 
+    if flow not in ENTRYPOINTS:
+        raise ValueError(f"flow {flow!r}: allowed {', '.join(ENTRYPOINTS)}")
+    r = resolve(flow, parse_settings(flow, argv))
+    parameters = jsonable(flow_parameters(r))
     if flow == "optimize":
-        from ecocompress.flows.optimize import optimize_flow
+        from ecocompress.flows.optimize import optimize_flow as target
 
-        args = build_parser().parse_args(["optimize", *argv])
-        params = _run_params(args)
-        return optimize_flow.to_deployment(
-            name=name,
-            cron=cron,
-            parameters={
-                "params": params.model_dump(mode="json"),
-                "settings": _search_settings(args, params).model_dump(mode="json"),
-                "profile": args.profile,
-                "register_model": not args.no_register,
-                "quiet": True,
-            },
-        )
-    args = build_parser().parse_args(["sweep", *argv])
-    params, cands = _run_params(args), _candidates(args)
-    return sweep_flow.to_deployment(
-        name=name,
-        cron=cron,
-        parameters={
-            "params": params.model_dump(mode="json"),
-            "candidates": [c.model_dump(mode="json") for c in cands],
-            "command": "scheduled-sweep",
-            "quiet": True,
-        },
-    )
+        if r.search is not None and r.search.thread_id:
+            parameters["thread_id"] = r.search.thread_id
+    else:
+        from ecocompress.flows.sweep import sweep_flow as target
+
+        parameters["command"] = "scheduled-sweep"
+    return target.to_deployment(name=name, cron=cron, parameters={**parameters, "quiet": True})
+
+
+def jsonable(parameters: dict[str, Any]) -> dict[str, Any]:
+    """Flow parameters as JSON (specs dumped), as Prefect stores a deployment's."""
+    from pydantic import BaseModel
+
+    def dump(v: Any) -> Any:
+        if isinstance(v, BaseModel):
+            return v.model_dump(mode="json")
+        if isinstance(v, list):
+            return [dump(x) for x in v]
+        return v
+
+    return {k: dump(v) for k, v in parameters.items()}
 
 
 def main(argv: list[str] | None = None) -> None:

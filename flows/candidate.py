@@ -109,7 +109,10 @@ def evaluate_candidate(
         update["benchmarks"] = tuple(benchmarks)
     if ppl_tokens is not None:
         update["ppl_tokens"] = ppl_tokens
-    p = ctx.params.model_copy(update=update) if update else ctx.params
+    if "benchmarks" in update:
+        update["objectives"] = None  # the command's objectives are judged on all benchmarks
+    # re-validated, never copied unchecked (a bad limit is refused here too)
+    p = RunParams.model_validate({**ctx.params.model_dump(), **update}) if update else ctx.params
     label = cand.label
     row: dict[str, Any] = {"candidate": label, **cand.flat(), "limit": p.limit, "status": "failed"}
     if run_id is not None:

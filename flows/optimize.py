@@ -18,13 +18,13 @@ from typing import Any
 from prefect import flow
 
 from ecocompress.agents.graph import (
-    SearchSettings,
     build_graph,
     run_search,
     sqlite_checkpointer,
     thread_exists,
     view_of,
 )
+from ecocompress.agents.settings import SearchSettings
 from ecocompress.flows.candidate import evaluate_candidate
 from ecocompress.flows.params import RunParams
 from ecocompress.flows.sweep import _objectives, finish, open_context
@@ -328,21 +328,4 @@ def _register(ctx: Any, row: dict[str, Any], rec: dict[str, Any], profile: str |
             "profile": alias,
         },
         description=f"{cand.label}: {rec['reason']}",
-    )
-
-
-def resolve_goals(
-    profile: str | None,
-    weights: dict[str, float] | None,
-    memory_limit_gb: float | None,
-    latency_limit_ms: float | None,
-) -> tuple[dict[str, float], float | None, float | None]:
-    """Weights and limits from the profile, overridden by what the user gave."""
-    if profile is not None and profile not in PROFILES:
-        raise UserError(f"unknown profile {profile!r}: allowed {', '.join(PROFILES)}")
-    p = PROFILES[profile] if profile else PROFILES["balanced"]
-    return (
-        dict(weights) if weights else dict(p.weights),
-        memory_limit_gb if memory_limit_gb is not None else p.memory_limit_gb,
-        latency_limit_ms if latency_limit_ms is not None else p.latency_limit_ms,
     )

@@ -1,30 +1,37 @@
-"""Run-level parameters of the evaluate and sweep flows, and the candidate grid.
+"""The user's settings, each declared once: type, default and help in one pydantic field.
 
-The CLI parses strings into ``RunParams``; flows and deployments take the same model, so
-a scheduled deployment and a command line run mean exactly the same thing.
+``RunParams`` (what every command evaluates with), ``SpaceParams`` (the candidate axes),
+``SearchParams`` (optimize and study) and ``StudyParams``. The CLI's flags are generated
+from these fields (flows/flags.py), a YAML spec file is read into them, and
+``flows.resolve.resolve`` turns either into the validated specs the flows take, so a
+scheduled deployment and a command line mean exactly the same thing.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from ecocompress.metrics.types import default_objectives
 from ecocompress.tasks.specs import (
+    BENCHMARKS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_BBH_TASKS,
     DEFAULT_BENCHMARKS,
     DEFAULT_PPL_STRIDE,
     DEFAULT_PPL_TOKENS,
     DEFAULT_PPL_WINDOW,
+    DEFAULT_QUANT_BACKEND,
     DEFAULT_SEED,
     CandidateSpec,
     EvalSpec,
     PruneSpec,
     QuantSpec,
     Spec,
+    candidate_grid,
     check_limit,
 )
 
@@ -32,44 +39,95 @@ DEFAULT_MODEL = "gemma-3-270m"
 DEFAULT_COUNTRY = "USA"
 
 
-def default_objectives(benchmarks: tuple[str, ...]) -> str:
-    """The default objectives for what the benchmarks measure: accuracy when an accuracy
-    benchmark runs, perplexity when WikiText-2 perplexity runs, then the costs."""
-    from ecocompress.tasks.specs import ACCURACY_BENCHMARKS
+def _csv_items(name: str, kind: type):
+    """A before-validator for comma-list axes: each item converted with ``kind``, or a
+    one-line error naming the axis and the item."""
 
-    quality = []
-    if any(b in ACCURACY_BENCHMARKS for b in benchmarks):
-        quality.append("accuracy:max")
-    if "perplexity" in benchmarks:
-        quality.append("perplexity/wikitext2:min")
-    return ",".join([*quality, "latency_ms:min,memory_gb:min,energy_kwh:min"])
+    def check(cls, v: object) -> object:
+        if v is None:
+            return v
+        items = v.split(",") if isinstance(v, str) else list(v)  # type: ignore[call-overload]
+        out = []
+        for item in items:
+            if isinstance(item, str):
+                item = item.strip()
+                if not item:
+                    continue
+            try:
+                out.append(kind(item))
+            except (TypeError, ValueError):
+                raise ValueError(f"{name} {item!r} is not a valid {kind.__name__}") from None
+        if not out:
+            raise ValueError(f"{name} is empty")
+        return tuple(out)
+
+    return field_validator(name, mode="before")(classmethod(check))
 
 
 class RunParams(Spec):
-    """Everything one `evaluate` or `sweep` command needs besides the candidates."""
+    """Everything one `evaluate` or `sweep` command needs besides the candidates.
 
-    model: str = DEFAULT_MODEL
-    revision: str | None = None
-    benchmarks: tuple[str, ...] = DEFAULT_BENCHMARKS
-    limit: int | None = None
-    num_fewshot: dict[str, int] = Field(default_factory=dict)
-    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=512)
-    bbh_tasks: tuple[str, ...] = DEFAULT_BBH_TASKS
-    max_gen_toks: int | None = Field(None, ge=1)
-    data_dir: str | None = None
-    experiment: str | None = None
-    country: str = DEFAULT_COUNTRY
-    carbon_intensity: float | None = None
-    objectives: str | None = None  # None: default_objectives(benchmarks)
-    allow_code_execution: bool = False
-    seed: int = DEFAULT_SEED
-    # frontier beyond noise (metrics.pareto.beats_beyond_noise); None: plain Pareto
-    noise_z: float | None = Field(None, gt=0)
-    ppl_tokens: int = Field(DEFAULT_PPL_TOKENS, ge=1)
-    ppl_window: int = Field(DEFAULT_PPL_WINDOW, ge=2)
-    ppl_stride: int = Field(DEFAULT_PPL_STRIDE, ge=1)
+    Each field is declared once here, with its default and its help: the CLI's flags
+    (flows/flags.py), YAML spec files and deployments are all read through this model.
+    """
+
+    model: str = Field(
+        DEFAULT_MODEL,
+        description="gemma-3-270m (from PyPI), a Hub id, a local folder or a .gguf file",
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit)")
+    benchmarks: tuple[str, ...] = Field(
+        DEFAULT_BENCHMARKS,
+        description=f"comma list of {','.join(BENCHMARKS)}",
+    )
+    limit: int | None = Field(
+        None, description="items per benchmark (sub)task: a screening run (default: all)"
+    )
+    num_fewshot: dict[str, int] = Field(
+        default_factory=dict, description="override shots, e.g. gsm8k=5,bbh=0"
+    )
+    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=512, description="lm-eval batch size")
+    bbh_tasks: tuple[str, ...] = Field(DEFAULT_BBH_TASKS, description="BBH subtasks to run")
+    max_gen_toks: int | None = Field(
+        None, ge=1, description="cap on generated tokens for generative tasks"
+    )
+    data_dir: str | None = Field(
+        None, description="benchmark files folder (default: ECOCOMPRESS_DATA_DIR, else the Hub)"
+    )
+    experiment: str | None = Field(None, description="MLflow experiment (default: the model name)")
+    country: str = Field(
+        DEFAULT_COUNTRY, description="ISO 3166-1 alpha-3 grid for CO2 (codecarbon data)"
+    )
+    carbon_intensity: float | None = Field(
+        None, description="explicit grid intensity in g CO2eq/kWh (instead of --country)"
+    )
+    objectives: str | None = Field(
+        None,
+        description="Pareto objectives (default: accuracy:max and perplexity/wikitext2:min when "
+        "those benchmarks run, then latency_ms:min,memory_gb:min,energy_kwh:min)",
+    )
+    allow_code_execution: bool = Field(
+        False, description="allow humaneval to run model-written code (sandboxed)"
+    )
+    seed: int = Field(DEFAULT_SEED, description="lm-eval's seed", json_schema_extra={"cli": False})
+    noise_z: float | None = Field(
+        None,
+        gt=0,
+        description="frontier beyond noise: a candidate is dominated only by one better by more "
+        "than this many standard errors on accuracy / log perplexity (default: plain Pareto; "
+        "optimize uses the search's z)",
+    )
+    ppl_tokens: int = Field(
+        DEFAULT_PPL_TOKENS, ge=1, description="perplexity: WikiText-2 test tokens scored"
+    )
+    ppl_window: int = Field(DEFAULT_PPL_WINDOW, ge=2, description="perplexity: tokens per window")
+    ppl_stride: int = Field(
+        DEFAULT_PPL_STRIDE, ge=1, description="perplexity: new tokens scored per window"
+    )
 
     _limit = field_validator("limit")(classmethod(lambda cls, v: check_limit(v)))
+    _benchmark_list = _csv_items("benchmarks", str)
+    _bbh_list = _csv_items("bbh_tasks", str)
 
     @field_validator("carbon_intensity")
     @classmethod
@@ -156,24 +214,198 @@ class RunParams(Spec):
         return self.limit is not None
 
 
-def candidate_grid(
-    bits: list[int],
-    prune: list[str],
-    sparsity: list[float],
-    pattern: list[str],
-    quant_backend: list[str],
-) -> list[CandidateSpec]:
-    """The cross product of the axes, deduplicated by canonical spec, order kept.
+# The space `optimize` and `study` search when an axis is not given: 27 candidates.
+SEARCH_SPACE: dict[str, tuple] = {
+    "bits": (16, 8, 4),
+    "prune": ("none", "magnitude", "wanda"),
+    "sparsity": (0.25, 0.5),
+    "pattern": ("unstructured", "2:4", "4:8"),
+    "quant_backend": (DEFAULT_QUANT_BACKEND,),
+}
+# Where each axis' single default lives when evaluate/sweep leave it unset: the spec's own.
+_AXIS_DEFAULT = {
+    "bits": (QuantSpec, "bits"),
+    "prune": (PruneSpec, "method"),
+    "sparsity": (PruneSpec, "sparsity"),
+    "pattern": (PruneSpec, "pattern"),
+    "quant_backend": (QuantSpec, "backend"),
+}
 
-    ``prune none`` ignores sparsity and pattern, an N:M pattern fixes the sparsity and
-    bits 32/16 ignore the backend, so combinations that mean the same candidate collapse.
-    """
-    seen: dict[str, CandidateSpec] = {}
-    for b, m, s, p, qb in itertools.product(bits, prune, sparsity, pattern, quant_backend):
-        if qb == "torchao" and b == 4:
-            continue  # torchao here is int8 weight-only; 4-bit is bitsandbytes NF4
-        c = CandidateSpec(
-            prune=PruneSpec(method=m, sparsity=s, pattern=p), quant=QuantSpec(bits=b, backend=qb)
+
+class SpaceParams(Spec):
+    """The candidate axes (comma lists). Unset: the spec's default for ``evaluate`` and
+    ``sweep``, ``SEARCH_SPACE`` for ``optimize`` and ``study``."""
+
+    bits: tuple[int, ...] | None = Field(
+        None, description="32 (fp32), 16 (bf16), 8 (LLM.int8 / torchao int8), 4 (NF4); e.g. 16,8,4"
+    )
+    quant_backend: tuple[str, ...] | None = Field(
+        None, description="bitsandbytes | torchao (int8 only); e.g. bitsandbytes,torchao"
+    )
+    prune: tuple[str, ...] | None = Field(
+        None, description="none | magnitude | wanda; e.g. none,wanda"
+    )
+    sparsity: tuple[float, ...] | None = Field(
+        None, description="fraction of decoder Linear weights zeroed, 0 to 0.9; e.g. 0.3,0.5"
+    )
+    pattern: tuple[str, ...] | None = Field(
+        None, description="unstructured | N:M; e.g. unstructured,2:4,4:8"
+    )
+
+    _bits = _csv_items("bits", int)
+    _backend = _csv_items("quant_backend", str)
+    _prune = _csv_items("prune", str)
+    _sparsity = _csv_items("sparsity", float)
+    _pattern = _csv_items("pattern", str)
+
+    def axes(self, search: bool) -> dict[str, list]:
+        """Every axis as a list: the given values, else the search space's or the spec's
+        default."""
+        out: dict[str, list] = {}
+        for name in SpaceParams.model_fields:
+            given = getattr(self, name)
+            if given is not None:
+                out[name] = list(given)
+            elif search:
+                out[name] = list(SEARCH_SPACE[name])
+            else:
+                spec, field = _AXIS_DEFAULT[name]
+                out[name] = [spec.model_fields[field].default]
+        return out
+
+    def candidates(self, search: bool) -> list[CandidateSpec]:
+        a = self.axes(search)
+        return candidate_grid(
+            a["bits"], a["prune"], a["sparsity"], a["pattern"], a["quant_backend"]
         )
-        seen.setdefault(c.canonical(), c)
-    return list(seen.values())
+
+
+DEFAULT_MAX_CANDIDATES = 8  # evaluations of a single-fidelity search when none is given
+REEVAL_LIMIT_FACTOR = 4  # close calls are re-evaluated on up to this many times --limit
+
+
+class SearchParams(Spec):
+    """The settings of ``optimize`` (and ``study``), as the user gives them; the agent's
+    ``SearchSettings`` are derived from them by ``flows.resolve``."""
+
+    policy: str = Field("agent", description="agent | optuna | random | grid | llm")
+    sampler: Literal["tpe", "nsga2"] = Field("tpe", description="optuna sampler: tpe | nsga2")
+    seed: int = Field(0, description="seed of the random and optuna policies")
+    max_candidates: int | None = Field(
+        None,
+        ge=1,
+        description=f"evaluations budget (default {DEFAULT_MAX_CANDIDATES}; "
+        "none with --multi-fidelity)",
+    )
+    multi_fidelity: bool = Field(
+        False,
+        description="screen on perplexity (1/8 of --ppl-tokens), race the survivors on a third "
+        "of --limit, then evaluate what is left in full (policies agent, optuna, random, grid)",
+    )
+    max_minutes: float | None = Field(None, gt=0, description="evaluation time budget")
+    carbon_budget: float | None = Field(None, gt=0, description="kg CO2eq the search may emit")
+    accuracy_drop: float = Field(
+        5.0,
+        ge=0,
+        le=100,
+        description="percentage points below the reference's accuracy still acceptable",
+    )
+    memory_limit: float | None = Field(
+        None, gt=0, description="GB of weights, hard limit (default: the profile's)"
+    )
+    latency_limit: float | None = Field(
+        None, gt=0, description="ms per token, hard limit (default: the profile's)"
+    )
+    weights: str | None = Field(
+        None,
+        description="scalarization, e.g. accuracy=0.5,energy=0.3,latency=0.2 "
+        "(default: the profile's)",
+    )
+    profile: str | None = Field(
+        None, description="edge (<= 1 GB) | cloud | balanced (default weights)"
+    )
+    patience: int | None = Field(
+        None, ge=1, description="stop when the frontier is unchanged for this many evaluations"
+    )
+    reeval_limit: int | None = Field(
+        None,
+        ge=1,
+        description=f"re-evaluate close calls with up to this many items "
+        f"(default {REEVAL_LIMIT_FACTOR} x --limit)",
+    )
+    thread_id: str | None = Field(None, description="resume (or name) a search thread")
+    register_model: bool = Field(
+        True,
+        description="register the recommended candidate in the MLflow model registry",
+        json_schema_extra={"flag": "--no-register"},
+    )
+    llm: str | None = Field(
+        None, description="policy llm: provider:model or python:pkg.module:factory"
+    )
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, v: str) -> str:
+        from ecocompress.agents.policies import POLICIES
+
+        return _one_of("policy", v, POLICIES)
+
+    @field_validator("profile")
+    @classmethod
+    def _profile(cls, v: str | None) -> str | None:
+        from ecocompress.metrics.recommend import PROFILES
+
+        return v if v is None else _one_of("profile", v, tuple(PROFILES))
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: str | None) -> str | None:
+        from ecocompress.metrics.recommend import parse_weights
+
+        if v is not None:
+            parse_weights(v)  # raises a one-line UserError on a bad term
+        return v
+
+    @model_validator(mode="after")
+    def _llm(self) -> SearchParams:
+        if self.policy == "llm" and not self.llm:
+            raise ValueError("policy llm needs --llm: provider:model or python:pkg.module:factory")
+        if self.policy == "llm" and self.multi_fidelity:
+            raise ValueError("--multi-fidelity works with policies agent, optuna, random, grid")
+        return self
+
+
+STUDIES = ("rq1", "rq2", "rq3", "rq4")
+RQ1_POLICIES = ("agent", "optuna", "random", "grid")
+
+
+class StudyParams(Spec):
+    """The research-question reports of ``ecocompress study``."""
+
+    which: str = Field(description=" | ".join(STUDIES), json_schema_extra={"positional": True})
+    policies: tuple[str, ...] = Field(RQ1_POLICIES, description="rq1: the policies compared")
+    seeds: int = Field(1, ge=1, description="rq1: seeds of random and optuna")
+    replay: str | None = Field(None, description="rq1: replay on a recorded grid JSON instead")
+
+    @field_validator("which")
+    @classmethod
+    def _which(cls, v: str) -> str:
+        return _one_of("study", v, STUDIES)
+
+    @field_validator("replay")
+    @classmethod
+    def _replay(cls, v: str | None) -> str | None:
+        if v is not None and not Path(v).is_file():
+            raise ValueError(f"--replay {v}: no such file")
+        return v
+
+
+def _one_of(what: str, v: str, allowed: tuple[str, ...]) -> str:
+    """``v`` if allowed, else a one-line error listing the names and the closest one."""
+    if v in allowed:
+        return v
+    import difflib
+
+    close = difflib.get_close_matches(v, allowed, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"unknown {what} {v!r}: allowed {', '.join(allowed)}{hint}")

@@ -23,14 +23,12 @@ from typing import Any
 
 from prefect import flow
 
-from ecocompress.agents.graph import SearchSettings
-from ecocompress.flows.params import RunParams
+from ecocompress.agents.settings import SearchSettings
+from ecocompress.flows.params import RQ1_POLICIES, STUDIES, RunParams
 from ecocompress.flows.study_report import TITLES, accuracy_text, md_table, write_study_report
 from ecocompress.metrics.recommend import PROFILES, Constraints, recommend
 from ecocompress.tasks.errors import UserError
 
-STUDIES = ("rq1", "rq2", "rq3", "rq4")
-RQ1_POLICIES = ("agent", "optuna", "random", "grid")
 WEIGHT_SCHEMES: dict[str, dict[str, float]] = {
     "accuracy only": {"accuracy": 1.0},
     "balanced": dict(PROFILES["balanced"].weights),

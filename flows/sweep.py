@@ -210,9 +210,9 @@ def finish(
     front = pareto_front(df, objectives, z=z)
     on_front = front[front["on_front"] == True]  # noqa: E712 - pandas element-wise
     # Normalisation bounds: min/max over this command's ok candidates (recorded in pareto.json).
-    # With one ok candidate the min/max normalisation is degenerate: no hypervolume.
+    # With fewer than two ok candidates that is degenerate: no hypervolume (None).
     n_ok = int((df["status"] == "ok").sum()) if len(df) else 0
-    hv = hypervolume(front, objectives) if n_ok >= 2 else None
+    hv = hypervolume(front, objectives)
     out_dir = Path(tempfile.mkdtemp(prefix="ecocompress-pareto-"))
     files = write_pareto_report(
         front,

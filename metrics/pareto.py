@@ -284,7 +284,7 @@ def hypervolume(
     ref_point: Sequence[float] | None = None,
     bounds: Bounds | None = None,
     status_col: str = "status",
-) -> float:
+) -> float | None:
     """Hypervolume dominated by the ok rows, in normalised objective space.
 
     Each objective is normalised to [0, 1] (0 = best) with ``bounds``; pass fixed
@@ -299,16 +299,21 @@ def hypervolume(
         status_col: rows whose value here is not ``"ok"`` are ignored.
 
     Returns:
-        Hypervolume in [0, prod(ref_point)]; 0.0 when there is no ok row.
+        Hypervolume in [0, prod(ref_point)]; with fixed ``bounds``, 0.0 when there is no ok
+        row. ``None`` without bounds and fewer than two ok rows: normalised by its own
+        min/max, one point is the best bound on every axis and would "dominate" the whole
+        reference box (1.1^k), a number that measures nothing.
     """
     from pymoo.indicators.hv import HV
 
     F = objective_matrix(df_front, objectives, status_col)
-    if len(F) == 0:
-        return 0.0
-    if bounds is None:
-        bounds = objective_bounds(df_front, objectives, status_col)
     ref = np.full(len(objectives), 1.1) if ref_point is None else np.asarray(ref_point, float)
     if ref.shape != (len(objectives),):
         raise UserError(f"ref_point has {ref.size} values for {len(objectives)} objectives")
+    if bounds is None:
+        if len(F) < 2:
+            return None
+        bounds = objective_bounds(df_front, objectives, status_col)
+    if len(F) == 0:
+        return 0.0
     return float(HV(ref_point=ref)(normalise(df_front, objectives, bounds, status_col)))

@@ -63,6 +63,23 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+def resolve_goals(
+    profile: str | None,
+    weights: dict[str, float] | None,
+    memory_limit_gb: float | None,
+    latency_limit_ms: float | None,
+) -> tuple[dict[str, float], float | None, float | None]:
+    """Weights and limits from the profile, overridden by what the user gave."""
+    if profile is not None and profile not in PROFILES:
+        raise UserError(f"unknown profile {profile!r}: allowed {', '.join(PROFILES)}")
+    p = PROFILES[profile] if profile else PROFILES["balanced"]
+    return (
+        dict(weights) if weights else dict(p.weights),
+        memory_limit_gb if memory_limit_gb is not None else p.memory_limit_gb,
+        latency_limit_ms if latency_limit_ms is not None else p.latency_limit_ms,
+    )
+
+
 def parse_weights(text: str) -> dict[str, float]:
     """``"accuracy=0.5,energy=0.3,latency=0.2"`` -> column weights summing to 1.
 

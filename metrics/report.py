@@ -226,7 +226,8 @@ def write_pareto_report(
     """
     ranked = pareto_front(df, objectives, z=z)
     ok = ranked[ranked["rank"].notna()]
-    if bounds is None and len(ok):
+    fixed = bounds is not None
+    if bounds is None and len(ok) >= 2:
         bounds = objective_bounds(ranked, objectives)
     note = screening_note(df) if screening else None
     full_title = f"{title} [{note}]" if note else title
@@ -242,7 +243,8 @@ def write_pareto_report(
         "screening": screening,
         "note": note,
         "objectives": [{"name": o.name, "direction": o.direction} for o in objectives],
-        "hypervolume": _hypervolume(ranked, objectives, bounds=bounds) if len(ok) else 0.0,
+        # absent (null) with fewer than two finished candidates and no fixed bounds
+        "hypervolume": _hypervolume(ranked, objectives, bounds=bounds if fixed else None),
         "hypervolume_bounds": bounds,
         "hypervolume_ref_point": [1.1] * len(objectives),
         "z": None if z is None else float(z),

@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from ecocompress.tasks.errors import UserError
-from ecocompress.tasks.specs import BENCHMARKS
+from ecocompress.tasks.specs import ACCURACY_BENCHMARKS, BENCHMARKS
 
 Direction = Literal["max", "min"]
 
@@ -153,3 +153,14 @@ def parse_objectives(text: str) -> list[Objective]:
             raise UserError(f"objective {name!r} is given twice in {text!r}")
         out.append(Objective(name=name, direction=direction))  # type: ignore[arg-type]
     return out
+
+
+def default_objectives(benchmarks: tuple[str, ...]) -> str:
+    """The default objectives for what the benchmarks measure: accuracy when an accuracy
+    benchmark runs, perplexity when WikiText-2 perplexity runs, then the costs."""
+    quality = []
+    if any(b in ACCURACY_BENCHMARKS for b in benchmarks):
+        quality.append("accuracy:max")
+    if "perplexity" in benchmarks:
+        quality.append("perplexity/wikitext2:min")
+    return ",".join([*quality, "latency_ms:min,memory_gb:min,energy_kwh:min"])

@@ -7,6 +7,7 @@ lineage ids hash, so two specs that mean the same thing hash the same.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from typing import Literal
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 PRUNE_METHODS = ("none", "magnitude", "wanda")
 BITS = (32, 16, 8, 4)
 QUANT_BACKENDS = ("bitsandbytes", "torchao")
+DEFAULT_QUANT_BACKEND = "bitsandbytes"  # for 8 and 4 bits; 32 and 16 use none
 _NM = re.compile(r"^(\d+):(\d+)$")
 
 
@@ -111,7 +113,7 @@ class QuantSpec(Spec):
     """Weight precision: 32 fp32, 16 bf16, 8 LLM.int8 / int8 weight-only, 4 NF4 + double quant."""
 
     bits: Literal[32, 16, 8, 4] = 16
-    backend: Literal["none", "bitsandbytes", "torchao"] = "bitsandbytes"
+    backend: Literal["none", "bitsandbytes", "torchao"] = DEFAULT_QUANT_BACKEND
 
     @field_validator("bits", mode="before")
     @classmethod
@@ -129,7 +131,7 @@ class QuantSpec(Spec):
         if self.bits in (32, 16):
             object.__setattr__(self, "backend", "none")
         elif self.backend == "none":
-            object.__setattr__(self, "backend", "bitsandbytes")
+            object.__setattr__(self, "backend", DEFAULT_QUANT_BACKEND)
         if self.backend == "torchao" and self.bits != 8:
             raise ValueError("quant_backend torchao supports bits 8 only (int8 weight-only)")
         return self
@@ -167,6 +169,29 @@ class CandidateSpec(Spec):
             "sparsity": self.prune.sparsity,
             "pattern": self.prune.pattern,
         }
+
+
+def candidate_grid(
+    bits: list[int],
+    prune: list[str],
+    sparsity: list[float],
+    pattern: list[str],
+    quant_backend: list[str],
+) -> list[CandidateSpec]:
+    """The cross product of the axes, deduplicated by canonical spec, order kept.
+
+    ``prune none`` ignores sparsity and pattern, an N:M pattern fixes the sparsity and
+    bits 32/16 ignore the backend, so combinations that mean the same candidate collapse.
+    """
+    seen: dict[str, CandidateSpec] = {}
+    for b, m, s, p, qb in itertools.product(bits, prune, sparsity, pattern, quant_backend):
+        if qb == "torchao" and b == 4:
+            continue  # torchao here is int8 weight-only; 4-bit is bitsandbytes NF4
+        c = CandidateSpec(
+            prune=PruneSpec(method=m, sparsity=s, pattern=p), quant=QuantSpec(bits=b, backend=qb)
+        )
+        seen.setdefault(c.canonical(), c)
+    return list(seen.values())
 
 
 BENCHMARKS = ("gsm8k", "truthfulqa", "commonsenseqa", "humaneval", "bbh", "perplexity")

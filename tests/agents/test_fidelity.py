@@ -9,7 +9,8 @@ import pandas as pd
 from langgraph.checkpoint.memory import InMemorySaver
 
 from ecocompress.agents.fidelity import default_ladder, rung_objectives
-from ecocompress.agents.graph import SearchSettings, build_graph, run_search
+from ecocompress.agents.graph import build_graph, run_search
+from ecocompress.agents.settings import SearchSettings
 from ecocompress.metrics.pareto import pareto_front
 from ecocompress.metrics.types import parse_objectives
 from ecocompress.tasks.specs import CandidateSpec

@@ -7,7 +7,8 @@ import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langgraph.checkpoint.memory import InMemorySaver
 
-from ecocompress.agents.graph import SearchSettings, build_graph, run_search, sqlite_checkpointer
+from ecocompress.agents.graph import build_graph, run_search, sqlite_checkpointer
+from ecocompress.agents.settings import SearchSettings
 from ecocompress.agents.space import Space
 from ecocompress.tasks.errors import UserError
 from tests.agents.synthetic import SPACE, observe

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from ecocompress.flows.params import RunParams, candidate_grid
+from ecocompress.flows.params import RunParams
 from ecocompress.tasks.errors import one_line
-from ecocompress.tasks.specs import CandidateSpec, EvalSpec, PruneSpec, QuantSpec
+from ecocompress.tasks.specs import CandidateSpec, EvalSpec, PruneSpec, QuantSpec, candidate_grid
 
 
 def test_grid_collapses_equivalent_candidates():

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from ecocompress.agents.graph import SearchSettings
+from ecocompress.agents.settings import SearchSettings
 from ecocompress.flows.params import RunParams
 from tests.agents.synthetic import SPACE, metrics
 

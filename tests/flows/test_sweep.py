@@ -39,11 +39,11 @@ def prefect_harness(eco_home):
 
 
 def _sweep(tiny_model_dir: Path, data_dir: Path, *extra: str, bench: str = BENCH) -> dict:
-    from ecocompress.flows.cli import _candidates, _run_params, build_parser
+    from ecocompress.flows.cli import parse_settings
+    from ecocompress.flows.resolve import flow_parameters, resolve
     from ecocompress.flows.sweep import sweep_flow
 
     argv = [
-        "sweep",
         "--model",
         str(tiny_model_dir),
         "--bits",
@@ -62,11 +62,10 @@ def _sweep(tiny_model_dir: Path, data_dir: Path, *extra: str, bench: str = BENCH
         "tiny",
         "--max-gen-toks",
         "8",
-        "--quiet",
         *extra,
     ]
-    args = build_parser().parse_args(argv)
-    return sweep_flow(_run_params(args), _candidates(args), command="sweep", quiet=True)
+    r = resolve("sweep", parse_settings("sweep", argv))
+    return sweep_flow(**flow_parameters(r), quiet=True)
 
 
 def _is_int8(model) -> bool:

@@ -71,7 +71,16 @@ def test_report_with_only_failed_candidates(tmp_path):
         df, list(DEFAULT_OBJECTIVES), tmp_path, "all failed", screening=False
     )
     summary = json.loads(paths["json"].read_text())
-    assert summary["frontier"] == [] and summary["hypervolume"] == 0.0
+    assert summary["frontier"] == [] and summary["hypervolume"] is None
+
+
+def test_one_candidate_has_no_hypervolume(tmp_path):
+    """A one-candidate evaluate once reported 1.4641 (1.1^4, the reference box itself)."""
+    df = results().iloc[:1]
+    paths = write_pareto_report(df, list(DEFAULT_OBJECTIVES), tmp_path, "one", screening=False)
+    summary = json.loads(paths["json"].read_text())
+    assert summary["frontier"] == [df["candidate"].iloc[0]]
+    assert summary["hypervolume"] is None and summary["hypervolume_bounds"] is None
 
 
 def test_z_records_both_frontiers(tmp_path):

@@ -141,7 +141,8 @@ def replay(
 ):
     from langgraph.checkpoint.memory import InMemorySaver
 
-    from ecocompress.agents.graph import SearchSettings, build_graph, run_search
+    from ecocompress.agents.graph import build_graph, run_search
+    from ecocompress.agents.settings import SearchSettings
     from ecocompress.agents.space import Space
     from ecocompress.tasks.specs import CandidateSpec
 

@@ -1,0 +1,205 @@
+"""From the user's settings to the validated specs the flows take.
+
+Settings arrive by field name (flows/params.py) from command-line flags, a YAML spec file
+(``--config``) or a deployment's flags; ``resolve`` is the one place they become a
+``RunParams``, the candidate list and, for a search, the agent's ``SearchSettings``.
+``flow_parameters`` is what the CLI calls a flow with and what a deployment stores, so a
+scheduled run and a command line with the same flags run the same thing.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from ecocompress.flows.flags import cli_fields
+from ecocompress.flows.params import (
+    DEFAULT_MAX_CANDIDATES,
+    REEVAL_LIMIT_FACTOR,
+    RunParams,
+    SearchParams,
+    SpaceParams,
+    StudyParams,
+)
+from ecocompress.tasks.errors import UserError
+from ecocompress.tasks.specs import CandidateSpec
+
+# The settings models each command reads, in the order of its help.
+COMMANDS: dict[str, tuple[type[BaseModel], ...]] = {
+    "evaluate": (RunParams, SpaceParams),
+    "sweep": (RunParams, SpaceParams),
+    "optimize": (RunParams, SpaceParams, SearchParams),
+    "study": (RunParams, SpaceParams, SearchParams, StudyParams),
+}
+SEARCH_COMMANDS = ("optimize", "study")
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The validated specs of one command."""
+
+    command: str
+    run: RunParams
+    candidates: list[CandidateSpec]
+    search: SearchParams | None = None
+    settings: Any = None  # agents.graph.SearchSettings for optimize and study
+    study: StudyParams | None = None
+
+
+def load_spec_file(path: str | Path) -> dict[str, Any]:
+    """Settings from a YAML file: a mapping of field names (``limit: 10``, ``bits: [16, 8]``).
+
+    Raises:
+        UserError: the file is missing, not YAML, or not a mapping.
+    """
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"--config {path}: no such file")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UserError(f"--config {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise UserError(f"--config {path} must be a mapping of setting names to values")
+    return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+def _split(command: str, values: Mapping[str, Any]) -> dict[type[BaseModel], dict[str, Any]]:
+    if command not in COMMANDS:
+        raise UserError(f"unknown command {command!r}: allowed {', '.join(COMMANDS)}")
+    owner = {n: m for m in COMMANDS[command] for n in cli_fields(m)}
+    out: dict[type[BaseModel], dict[str, Any]] = {m: {} for m in COMMANDS[command]}
+    for name, value in values.items():
+        if name not in owner:
+            close = difflib.get_close_matches(name, list(owner), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UserError(f"unknown setting {name!r} for {command}{hint}")
+        out[owner[name]][name] = value
+    return out
+
+
+def resolve(command: str, values: Mapping[str, Any]) -> Resolved:
+    """Validate ``values`` (settings by field name) into the specs of ``command``.
+
+    Raises:
+        UserError: an unknown setting, or one ``evaluate`` cannot take.
+        pydantic.ValidationError: a value out of range (the message names the field).
+    """
+    parts = _split(command, values)
+    run_values = parts[RunParams]
+    space = SpaceParams.model_validate(parts[SpaceParams])
+    search = (
+        SearchParams.model_validate(parts[SearchParams]) if command in SEARCH_COMMANDS else None
+    )
+    run = RunParams.model_validate(run_values)
+    if search is not None and search.multi_fidelity and "perplexity" not in run.benchmarks:
+        # a multi-fidelity search screens on perplexity: the benchmark is added (and the
+        # default objectives follow it)
+        run = RunParams.model_validate(
+            {**run_values, "benchmarks": (*run.benchmarks, "perplexity")}
+        )
+    if command == "evaluate":
+        several = [n for n, v in space.model_dump().items() if v is not None and len(v) > 1]
+        if several:
+            raise UserError(
+                f"evaluate takes one candidate, but {', '.join(several)} has several values: "
+                "use sweep for a grid"
+            )
+    candidates = space.candidates(search=search is not None)
+    settings = search_settings(run, space, search) if search is not None else None
+    study = StudyParams.model_validate(parts[StudyParams]) if command == "study" else None
+    return Resolved(command, run, candidates, search, settings, study)
+
+
+def search_settings(run: RunParams, space: SpaceParams, search: SearchParams):
+    """The agent's settings, derived from the user's (validated, never copied unchecked)."""
+    from ecocompress.agents.settings import SearchSettings
+    from ecocompress.agents.space import Space
+    from ecocompress.metrics.recommend import parse_weights, resolve_goals
+
+    fidelities = None
+    if search.multi_fidelity:
+        from ecocompress.agents.fidelity import default_ladder
+
+        fidelities = default_ladder(
+            [b for b in run.benchmarks if b != "perplexity"],
+            run.limit,
+            run.ppl_tokens,
+            run.ppl_window,
+            run.ppl_stride,
+        )
+    max_candidates = search.max_candidates
+    if max_candidates is None and not search.multi_fidelity:
+        max_candidates = DEFAULT_MAX_CANDIDATES
+    axes = space.axes(search=True)
+    axes["bits"] = sorted(set(axes["bits"]), reverse=True)
+    axes["prune"] = list(dict.fromkeys(axes["prune"]))
+    Space.from_dict(axes)  # validates the space
+    weights, mem, lat = resolve_goals(
+        search.profile,
+        parse_weights(search.weights) if search.weights else None,
+        search.memory_limit,
+        search.latency_limit,
+    )
+    reeval = search.reeval_limit
+    if reeval is None and run.limit is not None:
+        reeval = REEVAL_LIMIT_FACTOR * run.limit
+    z = run.noise_z if run.noise_z is not None else SearchSettings.model_fields["z"].default
+    return SearchSettings.model_validate(
+        {
+            "policy": search.policy,
+            "sampler": search.sampler,
+            "seed": search.seed,
+            "space": axes,
+            "objectives": run.objectives,
+            "weights": weights,
+            "accuracy_drop": search.accuracy_drop / 100.0,
+            "memory_limit_gb": mem,
+            "latency_limit_ms": lat,
+            "max_candidates": max_candidates,
+            "max_minutes": search.max_minutes,
+            "carbon_budget_kg": search.carbon_budget,
+            "patience": search.patience,
+            "base_limit": run.limit,
+            # with a ladder, the races replace close-call re-evaluation
+            "max_limit": reeval if run.limit is not None and not fidelities else None,
+            "z": z,
+            "fidelities": fidelities,
+        }
+    )
+
+
+def flow_parameters(r: Resolved) -> dict[str, Any]:
+    """The parameters of the command's flow (sweep_flow, optimize_flow or study_flow)
+    besides ``quiet`` and the optimize thread id: what the CLI passes and a deployment
+    stores."""
+    if r.command in ("evaluate", "sweep"):
+        return {"params": r.run, "candidates": r.candidates, "command": r.command}
+    assert r.search is not None and r.settings is not None
+    if r.command == "optimize":
+        return {
+            "params": r.run,
+            "settings": r.settings,
+            "profile": r.search.profile,
+            "register_model": r.search.register_model,
+            "llm": r.search.llm,
+        }
+    assert r.study is not None
+    return {
+        "which": r.study.which,
+        "params": r.run,
+        "base": r.settings,
+        "policies": list(r.study.policies),
+        "seeds": list(range(r.study.seeds)),
+        "replay_path": r.study.replay,
+        "carbon_budget": r.search.carbon_budget,
+    }
