@@ -1,16 +1,16 @@
 """Evaluate one candidate, top to bottom: prune -> quantize -> measure -> evaluate each
 benchmark -> carbon; log it all to one MLflow child run.
 
-A candidate that fails is recorded FAILED with its reason and traceback and the caller
-goes on; an interruption marks the child run FAILED (never FINISHED with partial
-numbers) and propagates.
+A candidate that fails (out of memory, an unsupported layer, NaN) is recorded FAILED with
+its reason and traceback and the caller goes on; a programmer's error
+(``tasks.errors.EXCEPTIONS_TO_RAISE``) and an interruption mark the child run FAILED (never
+FINISHED with partial numbers) and propagate.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import re
 import signal
 import time
 import traceback
@@ -27,8 +27,9 @@ from ecocompress.flows.steps import (
     quantize_step,
     results_storage,
 )
+from ecocompress.metrics.types import Status
 from ecocompress.tasks.artifacts import ModelRef
-from ecocompress.tasks.errors import UserError
+from ecocompress.tasks.errors import EXCEPTIONS_TO_RAISE, UserError
 from ecocompress.tasks.specs import CandidateSpec
 
 
@@ -114,7 +115,12 @@ def evaluate_candidate(
     # re-validated, never copied unchecked (a bad limit is refused here too)
     p = RunParams.model_validate({**ctx.params.model_dump(), **update}) if update else ctx.params
     label = cand.label
-    row: dict[str, Any] = {"candidate": label, **cand.flat(), "limit": p.limit, "status": "failed"}
+    row: dict[str, Any] = {
+        "candidate": label,
+        **cand.flat(),
+        "limit": p.limit,
+        "status": Status.FAILED.value,
+    }
     if run_id is not None:
         tracking.reopen_run(run_id)
         tracking.set_tags(run_id, tags or {})
@@ -211,8 +217,7 @@ def _evaluate(
                 energy_kwh += e["energy_kwh"]
                 if not hit:
                     ctx.energy_spent_kwh += e["energy_kwh"]
-            # the method without this window's mean powers (those stay in benchmark_results.json)
-            methods.add(re.sub(r", mean [0-9.]+ W", "", e.get("energy_method") or "unmeasured"))
+            methods.add(e.get("energy_method") or "unmeasured")
             tracking.log_artifact(
                 run_id,
                 out["result"]["results_path"],
@@ -282,7 +287,7 @@ def _evaluate(
                 (sum(e * e for e in known) ** 0.5 / len(accs)) if len(known) == len(accs) else None
             )
         row.update(
-            status="ok",
+            status=Status.OK.value,
             cache_hit=cache_hit,
             energy_method="; ".join(sorted(methods)),
             candidate_id=qref.id,
@@ -295,6 +300,11 @@ def _evaluate(
         raise
     except (KeyboardInterrupt, SystemExit):
         tracking.set_tags(run_id, {"failure_reason": "interrupted"})
+        tracking.end_run(run_id, "FAILED")
+        raise
+    except EXCEPTIONS_TO_RAISE as exc:  # a bug in this code: stop, with the traceback
+        tracking.set_tags(run_id, {"failure_reason": f"programmer error: {type(exc).__name__}"})
+        tracking.log_text(run_id, traceback.format_exc(), "traceback.txt")
         tracking.end_run(run_id, "FAILED")
         raise
     except Exception as exc:  # a candidate failure is recorded; the sweep goes on

@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         return _ui(args)
     if not args.verbose:
         _quiet_libraries()
-    from ecocompress.tasks.errors import UserError, one_line
+    from ecocompress.tasks.errors import EXCEPTIONS_TO_RAISE, UserError, one_line
 
     try:
         from pydantic import ValidationError
@@ -206,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             print(f"ecocompress: error: {one_line(exc)}", file=sys.stderr)
             return 2
-        except Exception as exc:  # a bug or an environment failure, not bad input
+        except EXCEPTIONS_TO_RAISE:  # a bug: the traceback is what its reader needs
+            raise
+        except Exception as exc:  # an environment failure, not bad input
             if args.verbose:
                 raise
             print(

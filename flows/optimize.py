@@ -29,6 +29,7 @@ from ecocompress.flows.candidate import evaluate_candidate
 from ecocompress.flows.params import RunParams
 from ecocompress.flows.sweep import _objectives, finish, open_context
 from ecocompress.metrics.recommend import PROFILES, Constraints
+from ecocompress.metrics.types import Status
 from ecocompress.tasks.artifacts import home
 from ecocompress.tasks.errors import UserError
 from ecocompress.tasks.specs import CandidateSpec
@@ -156,6 +157,7 @@ def optimize_flow(
             policy=prop["policy"],
             evaluation_index=index,
         )
+        # the observation is stored in the LangGraph checkpoint: JSON types only
         return json.loads(json.dumps(row, default=str))
 
     try:
@@ -168,8 +170,12 @@ def optimize_flow(
             top = len(settings.fidelities) - 1
             rows = [
                 r
-                if r.get("status") != "ok" or int(r.get("rung") or 0) == top
-                else {**r, "status": f"eliminated at rung {int(r.get('rung') or 0)}"}
+                if r.get("status") != Status.OK or int(r.get("rung") or 0) == top
+                else {
+                    **r,
+                    "status": Status.ELIMINATED.value,
+                    "eliminated_at_rung": int(r.get("rung") or 0),
+                }
                 for r in rows
             ]
         summary = finish(ctx, rows, objectives, z=settings.z)

@@ -217,10 +217,11 @@ class EnergyMeter:
             cpu_desc += f" (TDP {getattr(cpu, '_tdp', '?')} W{generic})"
         forced_ram = self._tracker._conf.get("force_ram_power")
         ram_desc = f"forced {forced_ram} W" if forced_ram else "DIMM-count estimate"
+        # the mean powers are numbers of their own (cpu_power_w, ram_power_w), not text here:
+        # the method is the same for every evaluation measured the same way
         return (
             f"codecarbon {self._version} {self.tracking_mode} mode; "
-            f"cpu: {cpu_desc}, mean {self.cpu_power_w:.2f} W; "
-            f"ram: {ram_desc}, mean {self.ram_power_w:.2f} W"
+            f"cpu: {cpu_desc}; ram: {ram_desc}"
         )
 
     def as_dict(self) -> dict[str, float | str | None]:
@@ -233,5 +234,7 @@ class EnergyMeter:
             "energy_duration_s": self.duration_s,
             "codecarbon_co2_kg": self.codecarbon_co2_kg,
             "energy_method": self.energy_method,
+            "cpu_power_w": self.cpu_power_w,  # codecarbon's mean over the window, W
+            "ram_power_w": self.ram_power_w,
             "emissions_csv": str(self.emissions_csv) if self.emissions_csv else None,
         }

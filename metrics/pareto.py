@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ecocompress.metrics.types import Objective, is_log_scale, stderr_column
+from ecocompress.metrics.types import Objective, Status, is_log_scale, stderr_column
 from ecocompress.tasks.errors import UserError
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ def _ok_mask(df: pd.DataFrame, status_col: str) -> np.ndarray:
     # A table without a status column holds measured candidates only.
     if status_col not in df.columns:
         return np.ones(len(df), dtype=bool)
-    return (df[status_col] == "ok").to_numpy()
+    return (df[status_col] == Status.OK).to_numpy()
 
 
 def objective_matrix(

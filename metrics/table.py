@@ -65,7 +65,10 @@ def format_results_table(df: pd.DataFrame) -> str:
     rows = []
     for _, r in df.iterrows():
         row = r.to_dict()
-        cells = [str(row.get("candidate", "")), str(row.get("status", "ok"))]
+        status = str(row.get("status", "ok"))
+        if row.get("eliminated_at_rung") is not None and status == "eliminated":
+            status = f"eliminated at rung {int(row['eliminated_at_rung'])}"
+        cells = [str(row.get("candidate", "")), status]
         cells.append(_score(row, "accuracy", "accuracy_stderr"))
         cells += [_score(row, b, b.replace("accuracy/", "accuracy_stderr/")) for b in benches]
         cells += [_perplexity(row, p) for p in ppls]

@@ -12,6 +12,7 @@ Scores are measured on a sample of items or tokens, so they carry a standard err
 from __future__ import annotations
 
 import difflib
+from enum import Enum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -20,6 +21,18 @@ from ecocompress.tasks.errors import UserError
 from ecocompress.tasks.specs import ACCURACY_BENCHMARKS, BENCHMARKS
 
 Direction = Literal["max", "min"]
+
+
+class Status(str, Enum):
+    """A results row's status. Only ``ok`` rows take part in the Pareto step."""
+
+    OK = "ok"
+    FAILED = "failed"  # the candidate could not be built or evaluated (its reason is kept)
+    ELIMINATED = "eliminated"  # a multi-fidelity race stopped it (``eliminated_at_rung``)
+
+    def __str__(self) -> str:
+        return self.value
+
 
 # The benchmark ``perplexity`` (tasks.specs) is token-level perplexity on WikiText-2, not
 # an accuracy. Its row columns: ``perplexity/wikitext2`` (exp of the mean token negative

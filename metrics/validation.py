@@ -21,25 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from ecocompress.metrics.types import COST_METRICS, DEFAULT_OBJECTIVES, Objective, ci_columns
 from ecocompress.tasks.errors import UserError
+from ecocompress.tasks.gx import gx_context
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-def gx_context() -> Any:
-    """A new ephemeral great-expectations context, without progress bars or INFO chatter."""
-    import logging
-    import os
-
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    # GX sets this logger to INFO at import and announces every context's temp dir with it.
-    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
-    ctx = gx.get_context(mode="ephemeral")
-    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-    return ctx
 
 
 @lru_cache(maxsize=1)

@@ -7,6 +7,18 @@ class UserError(Exception):
     """Bad input or environment: the CLI prints the message on one line and exits 2."""
 
 
+# A programmer's error, not something a candidate suffered: it stops the command with its
+# traceback instead of becoming a FAILED candidate (Olive's EXCEPTIONS_TO_RAISE).
+EXCEPTIONS_TO_RAISE: tuple[type[BaseException], ...] = (
+    TypeError,
+    AttributeError,
+    NameError,
+    ImportError,
+    AssertionError,
+    SyntaxError,
+)
+
+
 class CandidateFailed(Exception):
     """A candidate could not be built or evaluated; it is recorded FAILED and the sweep goes on."""
 

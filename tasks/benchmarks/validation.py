@@ -111,7 +111,7 @@ def _run_gx(df: Any, checks: tuple[Check, ...], name: str) -> list[tuple[int, in
     """Run ``checks`` on ``df``; return (line, item, check) of the first failing item per check."""
     import great_expectations as gx
 
-    from ecocompress.metrics.validation import gx_context
+    from ecocompress.tasks.gx import gx_context
 
     context = gx_context()
     batch = (

@@ -218,4 +218,8 @@ def test_multi_fidelity_optimize_screens_races_and_records_why(
     results = artifact(home, parent.info.run_id, "results.json")
     top = [x for x in results if x.get("rung") == 2]
     assert top and all(x["status"] == "ok" for x in top)
-    assert all(x["status"].startswith("eliminated at rung") for x in results if x.get("rung") != 2)
+    assert all(
+        x["status"] == "eliminated" and x["eliminated_at_rung"] == x["rung"]
+        for x in results
+        if x.get("rung") != 2
+    )

@@ -1,7 +1,7 @@
 """Integration: the sweep flow on the tiny local model, MLflow runs, caching, failures.
 
-One module-scoped ECOCOMPRESS_HOME (MLflow store + caches); tests run in file order and
-build on each other: first sweep, cached re-run, one benchmark changed, failures.
+One module-scoped ECOCOMPRESS_HOME (MLflow store + caches) and one first sweep
+(``first_sweep``) that the tests needing its caches ask for, so they pass in any order.
 """
 
 from __future__ import annotations
@@ -88,10 +88,13 @@ def _children(parent_run_id: str):
     )
 
 
-def test_first_sweep_logs_children_metrics_and_pareto(
-    tiny_model_dir, shared_data_dir, prefect_harness
-):
-    s = _sweep(tiny_model_dir, shared_data_dir)
+@pytest.fixture(scope="module")
+def first_sweep(tiny_model_dir, shared_data_dir, prefect_harness) -> dict:
+    return _sweep(tiny_model_dir, shared_data_dir)
+
+
+def test_first_sweep_logs_children_metrics_and_pareto(first_sweep):
+    s = first_sweep
     assert s["n_ok"] == 4
     assert len(s["executed_steps"]) > 0
     kids = _children(s["parent_run_id"])
@@ -135,14 +138,14 @@ def test_first_sweep_logs_children_metrics_and_pareto(
     assert _client().get_run(s["parent_run_id"]).data.tags["screening"] == "true"
 
 
-def test_rerun_evaluates_nothing(tiny_model_dir, shared_data_dir, prefect_harness):
+def test_rerun_evaluates_nothing(tiny_model_dir, shared_data_dir, first_sweep):
     s = _sweep(tiny_model_dir, shared_data_dir)
     assert s["executed_steps"] == []
     kids = _children(s["parent_run_id"])
     assert len(kids) == 4 and all(r.data.tags["cache_hit"] == "true" for r in kids)
 
 
-def test_changing_one_benchmark_reruns_only_it(tiny_model_dir, shared_data_dir, prefect_harness):
+def test_changing_one_benchmark_reruns_only_it(tiny_model_dir, shared_data_dir, first_sweep):
     s = _sweep(tiny_model_dir, shared_data_dir, "--num-fewshot", "commonsenseqa=1")
     # carbon is re-derived (arithmetic) because the candidate's energy changed
     heavy = [x for x in s["executed_steps"] if not x.endswith(":carbon")]
@@ -187,8 +190,29 @@ def test_failed_candidate_is_recorded_and_sweep_goes_on(
     assert not front[front["status"] == "failed"]["on_front"].any()
 
 
-def test_interrupt_marks_the_run_failed_and_keeps_earlier(
+def test_a_programmer_error_stops_the_sweep_instead_of_failing_a_candidate(
     tiny_model_dir, shared_data_dir, prefect_harness, monkeypatch
+):
+    """A TypeError is a bug in this code, not a model that could not be compressed."""
+    import ecocompress.tasks.evaluate as ev
+
+    def fake_buggy_evaluate(*a, **kw):  # a fake, named as such
+        raise TypeError("fake bug for the test")
+
+    monkeypatch.setattr(ev, "evaluate_benchmark", fake_buggy_evaluate)
+    with pytest.raises(TypeError, match="fake bug"):
+        _sweep(tiny_model_dir, shared_data_dir, "--num-fewshot", "commonsenseqa=4",
+               "--experiment", "tiny-bug")  # fmt: skip
+    c = _client()
+    runs = c.search_runs([c.get_experiment_by_name("tiny-bug").experiment_id])
+    by = {r.data.tags.get("candidate", "parent"): r for r in runs}
+    assert set(by) == {"bf16", "parent"}  # stopped at the first candidate
+    assert by["bf16"].info.status == "FAILED" and by["parent"].info.status == "FAILED"
+    assert by["bf16"].data.tags["failure_reason"] == "programmer error: TypeError"
+
+
+def test_interrupt_marks_the_run_failed_and_keeps_earlier(
+    tiny_model_dir, shared_data_dir, first_sweep, monkeypatch
 ):
     import ecocompress.tasks.evaluate as ev
 
