@@ -8,6 +8,7 @@ from typing import Any
 
 from ecocompress.agents.policies import Policy, SearchView, proposal
 from ecocompress.agents.space import candidate_from_fields
+from ecocompress.tasks.specs import DEFAULT_QUANT_BACKEND
 
 
 class InvalidProposal(ValueError):
@@ -106,7 +107,7 @@ def parse_llm_answer(text: str, view: SearchView) -> dict[str, Any]:
             str(obj["method"]),
             float(obj.get("sparsity", 0.0) or 0.0),
             str(obj.get("pattern", "unstructured") or "unstructured"),
-            str(obj.get("backend", "bitsandbytes") or "bitsandbytes"),
+            str(obj.get("backend") or DEFAULT_QUANT_BACKEND),
         )
     except (ValueError, TypeError) as exc:
         raise InvalidProposal(

@@ -7,7 +7,7 @@ from typing import Any
 
 from ecocompress.agents.policies import Policy, SearchView, _finite, proposal
 from ecocompress.agents.space import Space, candidate_from_fields, shape_of
-from ecocompress.tasks.specs import CandidateSpec
+from ecocompress.tasks.specs import DEFAULT_QUANT_BACKEND, CandidateSpec
 
 
 class OptunaPolicy(Policy):
@@ -68,7 +68,11 @@ class OptunaPolicy(Policy):
             sparsity, pattern = float(shape), "unstructured"
         try:
             c = candidate_from_fields(
-                int(p["bits"]), p["method"], sparsity, pattern, p.get("backend", "bitsandbytes")
+                int(p["bits"]),
+                p["method"],
+                sparsity,
+                pattern,
+                p.get("backend", DEFAULT_QUANT_BACKEND),
             )
         except ValueError:
             return None

@@ -10,8 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ecocompress.metrics.types import default_objectives
-from ecocompress.tasks.specs import DEFAULT_BENCHMARKS, Spec
+from ecocompress.tasks.specs import Spec
 
 
 class SearchSettings(Spec):
@@ -21,7 +20,7 @@ class SearchSettings(Spec):
     sampler: str = "tpe"
     seed: int = 0
     space: dict[str, list] = Field(default_factory=dict)
-    objectives: str = default_objectives(DEFAULT_BENCHMARKS)
+    objectives: str  # RunParams.objectives: declared (and defaulted) there
     weights: dict[str, float] = Field(default_factory=lambda: {"accuracy": 1.0})
     accuracy_drop: float | None = None  # absolute (0.05 = 5 percentage points)
     memory_limit_gb: float | None = None

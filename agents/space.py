@@ -15,7 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ecocompress.tasks.errors import UserError
-from ecocompress.tasks.specs import CandidateSpec, PruneSpec, QuantSpec, candidate_grid
+from ecocompress.tasks.specs import (
+    DEFAULT_QUANT_BACKEND,
+    CandidateSpec,
+    PruneSpec,
+    QuantSpec,
+    candidate_grid,
+)
 
 AXES = ("bits", "shape", "method", "backend")
 
@@ -51,7 +57,7 @@ class Space:
     prune: tuple[str, ...]
     sparsity: tuple[float, ...]
     pattern: tuple[str, ...]
-    quant_backend: tuple[str, ...] = ("bitsandbytes",)
+    quant_backend: tuple[str, ...] = (DEFAULT_QUANT_BACKEND,)
     candidates: list[CandidateSpec] = field(init=False)
     _index: dict[str, int] = field(init=False, repr=False)
 
@@ -78,7 +84,7 @@ class Space:
             prune=tuple(d["prune"]),
             sparsity=tuple(d["sparsity"]),
             pattern=tuple(d["pattern"]),
-            quant_backend=tuple(d.get("quant_backend", ("bitsandbytes",))),
+            quant_backend=tuple(d.get("quant_backend", (DEFAULT_QUANT_BACKEND,))),
         )
 
     def as_dict(self) -> dict:
@@ -156,7 +162,7 @@ class Space:
 
 
 def candidate_from_fields(
-    bits: int, method: str, sparsity: float, pattern: str, backend: str = "bitsandbytes"
+    bits: int, method: str, sparsity: float, pattern: str, backend: str = DEFAULT_QUANT_BACKEND
 ) -> CandidateSpec:
     return CandidateSpec(
         prune=PruneSpec(method=method, sparsity=sparsity, pattern=pattern),

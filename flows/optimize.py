@@ -312,8 +312,8 @@ def _register(ctx: Any, row: dict[str, Any], rec: dict[str, Any], profile: str |
         "recommendation": {k: rec[k] for k in ("reason", "weights", "profile", "constraints")},
         "rebuild": (
             f"ecocompress evaluate --model {ctx.params.model} --bits {cand.quant.bits} "
-            f"--quant-backend {cand.quant.backend if cand.quant.backend != 'none' else 'bitsandbytes'} "
-            f"--prune {cand.prune.method} --sparsity {cand.prune.sparsity:g} "
+            + (f"--quant-backend {cand.quant.backend} " if cand.quant.backend != "none" else "")
+            + f"--prune {cand.prune.method} --sparsity {cand.prune.sparsity:g} "
             f"--pattern {cand.prune.pattern}"
         ),
     }

@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from ecocompress.agents.settings import SearchSettings
 from ecocompress.metrics.types import default_objectives
 from ecocompress.tasks.specs import (
     BENCHMARKS,
@@ -284,13 +285,20 @@ DEFAULT_MAX_CANDIDATES = 8  # evaluations of a single-fidelity search when none 
 REEVAL_LIMIT_FACTOR = 4  # close calls are re-evaluated on up to this many times --limit
 
 
+_SEARCH = SearchSettings.model_fields  # defaults shared with the agent's settings live there
+
+
 class SearchParams(Spec):
     """The settings of ``optimize`` (and ``study``), as the user gives them; the agent's
     ``SearchSettings`` are derived from them by ``flows.resolve``."""
 
-    policy: str = Field("agent", description="agent | optuna | random | grid | llm")
-    sampler: Literal["tpe", "nsga2"] = Field("tpe", description="optuna sampler: tpe | nsga2")
-    seed: int = Field(0, description="seed of the random and optuna policies")
+    policy: str = Field(
+        _SEARCH["policy"].default, description="agent | optuna | random | grid | llm"
+    )
+    sampler: Literal["tpe", "nsga2"] = Field(
+        _SEARCH["sampler"].default, description="optuna sampler: tpe | nsga2"
+    )
+    seed: int = Field(_SEARCH["seed"].default, description="seed of the random and optuna policies")
     max_candidates: int | None = Field(
         None,
         ge=1,

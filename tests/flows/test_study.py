@@ -43,7 +43,12 @@ def test_rq1_replays_policies_on_a_recorded_grid(tmp_path, shared_data_dir, pref
     from ecocompress.flows.study import study_flow
 
     fixture = synthetic_grid(tmp_path / "grid.json")
-    base = SearchSettings(space=SPACE.as_dict(), accuracy_drop=0.05, max_candidates=27)
+    base = SearchSettings(
+        space=SPACE.as_dict(),
+        objectives="accuracy:max,latency_ms:min,memory_gb:min,energy_kwh:min",
+        accuracy_drop=0.05,
+        max_candidates=27,
+    )
     out = study_flow(
         "rq1",
         RunParams(data_dir=str(shared_data_dir), experiment="study-test"),
@@ -87,6 +92,7 @@ def test_rq2_rq3_rq4_on_the_tiny_model(tiny_model_dir, shared_data_dir, prefect_
             "pattern": ["unstructured"],
             "quant_backend": ["bitsandbytes"],
         },
+        objectives=params.objectives,
         accuracy_drop=0.05,
         max_candidates=2,
         base_limit=1,
