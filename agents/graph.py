@@ -19,7 +19,14 @@ from typing import Annotated, Any, TypedDict
 
 from ecocompress.agents.fidelity import MultiFidelity, rung_settings
 from ecocompress.agents.llm import InvalidProposal, LLMPolicy
-from ecocompress.agents.policies import AgentPolicy, SearchView, fidelity, make_policy, proposal
+from ecocompress.agents.policies import (
+    AgentPolicy,
+    ProposalKind,
+    SearchView,
+    fidelity,
+    make_policy,
+    proposal,
+)
 from ecocompress.agents.settings import SearchSettings
 from ecocompress.tasks.errors import UserError
 
@@ -188,9 +195,10 @@ def build_graph(checkpointer: Any = None, chat_model: Any = None):
             else:
                 done = view.latest().get(p["key"])
                 if done is not None:
-                    higher = p.get("kind") in ("reevaluate", "promote") and fidelity(p) > fidelity(
-                        done
-                    )
+                    higher = p.get("kind") in (
+                        ProposalKind.REEVALUATE,
+                        ProposalKind.PROMOTE,
+                    ) and fidelity(p) > fidelity(done)
                     if not higher:
                         problem = f"{c.label} was already evaluated"
         if problem is None:

@@ -16,6 +16,7 @@ import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from ecocompress.agents.settings import SearchSettings
@@ -32,16 +33,32 @@ def _lim(limit: int | None) -> float:
     return math.inf if limit is None else float(limit)
 
 
+class ProposalKind(str, Enum):
+    """Why a candidate is proposed (the ``decision_kind`` tag of its run)."""
+
+    REFERENCE = "reference"  # evaluated first: the floor and recommendation are against it
+    EXPLORE = "explore"  # a new point of the space (samplers, static orders, lateral moves)
+    PUSH = "push"  # one axis more aggressive than an acceptable frontier candidate
+    BACK_OFF = "back-off"  # one step milder than a candidate below the accuracy floor
+    REEVALUATE = "reevaluate"  # a close call again, on more items
+    PROMOTE = "promote"  # a multi-fidelity race survivor, to the next rung
+
+
 def proposal(
-    c: CandidateSpec, policy: str, reason: str, kind: str, limit: int | None
+    c: CandidateSpec, policy: str, reason: str, kind: str | ProposalKind, limit: int | None
 ) -> dict[str, Any]:
+    """A proposal as the decision graph stores it (JSON types: the checkpoint holds it).
+
+    Raises:
+        ValueError: ``kind`` is not a ``ProposalKind`` (a programmer's error).
+    """
     return {
         "key": c.canonical(),
         "label": c.label,
         "limit": limit,
         "policy": policy,
         "reason": reason,
-        "kind": kind,
+        "kind": ProposalKind(kind).value,
     }
 
 
