@@ -14,8 +14,9 @@ import sys
 from typing import Any
 
 from ecocompress.flows.flags import add_flags, given
-from ecocompress.flows.params import RunParams, SearchParams, SpaceParams, StudyParams
+from ecocompress.flows.params import RunParams, SpaceParams
 from ecocompress.flows.resolve import COMMANDS, flow_parameters, load_spec_file, resolve
+from ecocompress.flows.search_params import SearchParams, StudyParams
 
 EPILOG = """examples:
   ecocompress evaluate --bits 16 --limit 20 --data-dir ../shared/data/benchmarks

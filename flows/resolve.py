@@ -18,12 +18,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from ecocompress.flows.flags import cli_fields
-from ecocompress.flows.params import (
+from ecocompress.flows.params import RunParams, SpaceParams
+from ecocompress.flows.search_params import (
     DEFAULT_MAX_CANDIDATES,
     REEVAL_LIMIT_FACTOR,
-    RunParams,
     SearchParams,
-    SpaceParams,
     StudyParams,
 )
 from ecocompress.tasks.errors import UserError

@@ -24,7 +24,8 @@ from typing import Any
 from prefect import flow
 
 from ecocompress.agents.settings import SearchSettings
-from ecocompress.flows.params import RQ1_POLICIES, STUDIES, RunParams
+from ecocompress.flows.params import RunParams
+from ecocompress.flows.search_params import RQ1_POLICIES, STUDIES
 from ecocompress.flows.study_report import TITLES, accuracy_text, md_table, write_study_report
 from ecocompress.metrics.recommend import PROFILES, Constraints, recommend
 from ecocompress.tasks.errors import UserError

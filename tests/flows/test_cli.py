@@ -170,7 +170,8 @@ def test_multi_fidelity_adds_perplexity_and_recomputes_the_objectives(shared_dat
 def test_defaults_come_from_the_models():
     """A flag's help shows the model's default: the one place it is declared."""
     from ecocompress.flows.cli import build_parser
-    from ecocompress.flows.params import RunParams, SearchParams
+    from ecocompress.flows.params import RunParams
+    from ecocompress.flows.search_params import SearchParams
 
     text = build_parser()._subparsers._group_actions[0].choices["optimize"].format_help()
     assert f"(default {RunParams.model_fields['batch_size'].default})" in text
