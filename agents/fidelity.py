@@ -33,7 +33,8 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from ecocompress.agents.policies import Policy, SearchView, proposal
+from ecocompress.agents.policies import Policy
+from ecocompress.agents.view import SearchView, proposal
 from ecocompress.metrics.types import Objective
 from ecocompress.tasks.specs import ACCURACY_BENCHMARKS
 
@@ -102,7 +103,7 @@ def beaten_by(view: SearchView, row: dict[str, Any], proxy: bool = False) -> dic
     from ecocompress.metrics.pareto import beats_beyond_noise
 
     quality = [o for o in view.objectives if _quality(o)]
-    rows = [r for r in view.ok_rows() if all(_finite(r.get(o.name)) for o in view.objectives)]
+    rows = [r for r in view.ok_rows() if all(finite(r.get(o.name)) for o in view.objectives)]
     for a in rows:
         if (
             a is not row
@@ -114,7 +115,7 @@ def beaten_by(view: SearchView, row: dict[str, Any], proxy: bool = False) -> dic
     return None
 
 
-def _finite(v: Any) -> bool:
+def finite(v: Any) -> bool:
     try:
         return math.isfinite(float(v))
     except (TypeError, ValueError):
@@ -213,7 +214,7 @@ def judge(vr: SearchView, proxy: bool = False) -> tuple[list[dict[str, Any]], li
 
 
 def _fmt(v: Any) -> str:
-    return f"{float(v):.4g}" if _finite(v) else "n/a"
+    return f"{float(v):.4g}" if finite(v) else "n/a"
 
 
 def describe(rung: dict[str, Any]) -> str:
@@ -241,7 +242,7 @@ class ScreenView(SearchView):
         return out
 
     def verdict(self, row: dict[str, Any]) -> str:
-        if "accuracy" in row and _finite(row.get("accuracy")):
+        if "accuracy" in row and finite(row.get("accuracy")):
             v = super().verdict(row)
             if v != "ok":
                 return v

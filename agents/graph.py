@@ -19,15 +19,9 @@ from typing import Annotated, Any, TypedDict
 
 from ecocompress.agents.fidelity import MultiFidelity, rung_settings
 from ecocompress.agents.llm import InvalidProposal, LLMPolicy
-from ecocompress.agents.policies import (
-    AgentPolicy,
-    ProposalKind,
-    SearchView,
-    fidelity,
-    make_policy,
-    proposal,
-)
+from ecocompress.agents.policies import AgentPolicy, make_policy
 from ecocompress.agents.settings import SearchSettings
+from ecocompress.agents.view import ProposalKind, SearchView, fidelity, proposal
 from ecocompress.tasks.errors import UserError
 
 

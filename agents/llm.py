@@ -6,8 +6,9 @@ import json
 import re
 from typing import Any
 
-from ecocompress.agents.policies import Policy, SearchView, proposal
+from ecocompress.agents.policies import Policy
 from ecocompress.agents.space import candidate_from_fields
+from ecocompress.agents.view import SearchView, proposal
 from ecocompress.tasks.specs import DEFAULT_QUANT_BACKEND
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from ecocompress.agents.policies import Policy, SearchView, _finite, proposal
+from ecocompress.agents.policies import Policy
 from ecocompress.agents.space import Space, candidate_from_fields, shape_of
+from ecocompress.agents.view import SearchView, finite, proposal
 from ecocompress.tasks.specs import DEFAULT_QUANT_BACKEND, CandidateSpec
 
 
@@ -105,7 +106,7 @@ class OptunaPolicy(Policy):
             if row.get("status") != "ok":
                 return None
             v = [row.get(o.name) for o in view.objectives]
-            return [float(x) for x in v] if all(_finite(x) for x in v) else None
+            return [float(x) for x in v] if all(finite(x) for x in v) else None
 
         for row in view.history:  # in evaluation order, as the sampler saw them
             c = space.parse(row["key"])

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from ecocompress.agents.llm import InvalidProposal, parse_llm_answer
-from ecocompress.agents.policies import AgentPolicy, GridPolicy, RandomPolicy, SearchView, proposal
+from ecocompress.agents.policies import AgentPolicy, GridPolicy, RandomPolicy
 from ecocompress.agents.sampler import OptunaPolicy
 from ecocompress.agents.space import candidate_from_fields
+from ecocompress.agents.view import SearchView, proposal
 from ecocompress.metrics.recommend import Constraints
 from ecocompress.metrics.types import parse_objectives
 from tests.agents.synthetic import SPACE, observe
