@@ -44,16 +44,9 @@ def build_deployment(name: str, cron: str | None, argv: list[str], flow: str = "
 
 def jsonable(parameters: dict[str, Any]) -> dict[str, Any]:
     """Flow parameters as JSON (specs dumped), as Prefect stores a deployment's."""
-    from pydantic import BaseModel
+    from pydantic_core import to_jsonable_python
 
-    def dump(v: Any) -> Any:
-        if isinstance(v, BaseModel):
-            return v.model_dump(mode="json")
-        if isinstance(v, list):
-            return [dump(x) for x in v]
-        return v
-
-    return {k: dump(v) for k, v in parameters.items()}
+    return to_jsonable_python(parameters)
 
 
 def main(argv: list[str] | None = None) -> None:
