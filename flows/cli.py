@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from ecocompress.flows.flags import add_flags, given
@@ -183,9 +184,8 @@ def run(args: argparse.Namespace) -> int:
     return 0 if summary["n_ok"] == len(r.candidates) else 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    args = (parser or build_parser()).parse_args(argv)
     _env_defaults()
     if args.verbose:
         os.environ["ECOCOMPRESS_VERBOSE"] = "1"
@@ -195,22 +195,36 @@ def main(argv: list[str] | None = None) -> int:
         return _ui(args)
     if not args.verbose:
         _quiet_libraries()
+
+    def connected_run(args: argparse.Namespace) -> int:
+        from ecocompress.flows.stack import connect
+
+        connect(quiet=args.quiet)
+        return run(args)
+
+    return guarded(connected_run, args)
+
+
+def guarded(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """``fn(args)`` with the CLI's error contract: bad input one line and exit 2, a bug's
+    traceback raised, an environment failure one line and exit 1, Ctrl-C exit 130."""
     from ecocompress.tasks.errors import EXCEPTIONS_TO_RAISE, UserError, one_line
 
+    verbose = getattr(args, "verbose", False)
     try:
         from pydantic import ValidationError
 
         try:
-            return run(args)
+            return fn(args)
         except (UserError, ValidationError, FileNotFoundError) as exc:
-            if args.verbose:
+            if verbose:
                 raise
             print(f"ecocompress: error: {one_line(exc)}", file=sys.stderr)
             return 2
         except EXCEPTIONS_TO_RAISE:  # a bug: the traceback is what its reader needs
             raise
         except Exception as exc:  # an environment failure, not bad input
-            if args.verbose:
+            if verbose:
                 raise
             print(
                 f"ecocompress: internal error: {type(exc).__name__}: {one_line(exc)} "

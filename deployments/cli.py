@@ -1,0 +1,42 @@
+"""The ``ecocompress`` command: the pipeline's commands (flows/cli.py) and the service's.
+
+Each service command lives in its own module, which gives ``add_parser(subparsers)`` and
+``run(args) -> exit status``; it is imported only when its command runs, so ``--help`` stays
+instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command -> module with add_parser(sub) and run(args)
+SERVICE_COMMANDS = {}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ecocompress.flows.cli import build_parser as pipeline_parser
+
+    parser = pipeline_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for module in SERVICE_COMMANDS.values():
+        importlib.import_module(module).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ecocompress.flows.cli import main as pipeline_main
+
+    args_list = sys.argv[1:] if argv is None else argv
+    command = next((a for a in args_list if not a.startswith("-")), None)
+    if command not in SERVICE_COMMANDS:
+        return pipeline_main(args_list, parser=build_parser())
+    args = build_parser().parse_args(args_list)
+    from ecocompress.flows.cli import guarded
+
+    return guarded(importlib.import_module(SERVICE_COMMANDS[command]).run, args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
