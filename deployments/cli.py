@@ -12,7 +12,12 @@ import importlib
 import sys
 
 # command -> module with add_parser(sub) and run(args)
-SERVICE_COMMANDS = {}
+SERVICE_COMMANDS = {
+    "server": "ecocompress.deployments.stack",
+    "deploy": "ecocompress.deployments.deploy",
+    "watch": "ecocompress.deployments.watch",
+    "worker": "ecocompress.deployments.worker",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,10 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     command = next((a for a in args_list if not a.startswith("-")), None)
     if command not in SERVICE_COMMANDS:
         return pipeline_main(args_list, parser=build_parser())
-    args = build_parser().parse_args(args_list)
+    module = importlib.import_module(SERVICE_COMMANDS[command])
     from ecocompress.flows.cli import guarded
 
-    return guarded(importlib.import_module(SERVICE_COMMANDS[command]).run, args)
+    if getattr(module, "PASS_THROUGH", False):  # the pipeline's flags follow the command's
+        args, rest = build_parser().parse_known_args(args_list)
+        return guarded(lambda a: module.run(a, rest), args)
+    return guarded(module.run, build_parser().parse_args(args_list))
 
 
 if __name__ == "__main__":  # pragma: no cover

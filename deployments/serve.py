@@ -18,7 +18,9 @@ ENTRYPOINT = "flows/sweep.py:sweep_flow"
 ENTRYPOINTS = {"sweep": ENTRYPOINT, "optimize": "flows/optimize.py:optimize_flow"}
 
 
-def build_deployment(name: str, cron: str | None, argv: list[str], flow: str = "sweep"):
+def build_deployment(
+    name: str, cron: str | None, argv: list[str], flow: str = "sweep", pool: str | None = None
+):
     """A Prefect deployment of ``sweep_flow`` or ``optimize_flow`` whose parameters are the
     command's own (``flows.resolve.flow_parameters`` of the same flags, ``--config`` YAML
     included). A scheduled optimize starts a new search thread per flow run (its id names
@@ -39,7 +41,16 @@ def build_deployment(name: str, cron: str | None, argv: list[str], flow: str = "
         from ecocompress.flows.sweep import sweep_flow as target
 
         parameters["command"] = "scheduled-sweep"
-    return target.to_deployment(name=name, cron=cron, parameters={**parameters, "quiet": True})
+    from prefect.deployments.runner import EntrypointType
+
+    return target.to_deployment(
+        name=name,
+        cron=cron,
+        parameters={**parameters, "quiet": True},
+        # the installed package, not a file path: a worker in any folder finds it
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        work_pool_name=pool,
+    )
 
 
 def jsonable(parameters: dict[str, Any]) -> dict[str, Any]:

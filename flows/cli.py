@@ -31,7 +31,7 @@ shared/data/benchmarks; online, from the Hugging Face Hub. Results go to MLflow
 (MLFLOW_TRACKING_URI, default sqlite under $ECOCOMPRESS_HOME, ~/.ecocompress)."""
 
 
-def _env_defaults() -> None:
+def env_defaults() -> None:
     """Telemetry off, quiet libraries, Prefect state under ECOCOMPRESS_HOME; user settings win."""
     from ecocompress.flows.environment import TELEMETRY_OFF
     from ecocompress.tasks.artifacts import home
@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
     args = (parser or build_parser()).parse_args(argv)
-    _env_defaults()
+    env_defaults()
     if args.verbose:
         os.environ["ECOCOMPRESS_VERBOSE"] = "1"
         os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"

@@ -72,7 +72,8 @@ class RunParams(Spec):
 
     model: str = Field(
         DEFAULT_MODEL,
-        description="gemma-3-270m (from PyPI), a Hub id, a local folder or a .gguf file",
+        description="gemma-3-270m (from PyPI), a Hub id, a local folder, a .gguf file or "
+        "models:/<name>/<version> of the MLflow registry",
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit)")
     benchmarks: tuple[str, ...] = Field(
@@ -127,6 +128,12 @@ class RunParams(Spec):
     _limit = field_validator("limit")(classmethod(lambda cls, v: check_limit(v)))
     _benchmark_list = _csv_items("benchmarks", str)
     _bbh_list = _csv_items("bbh_tasks", str)
+
+    @field_validator("revision", mode="before")
+    @classmethod
+    def _revision(cls, v: object) -> object:
+        # a deployment's templated parameter renders "no revision" as an empty string
+        return None if v == "" else v
 
     @field_validator("carbon_intensity")
     @classmethod

@@ -165,6 +165,7 @@ def connect(quiet: bool = False) -> dict[str, Any] | None:
             os.environ["PREFECT_API_URL"] = state["urls"]["prefect"]
         if not user_mlflow:
             os.environ["MLFLOW_TRACKING_URI"] = state["urls"]["mlflow"]
+        _refresh_prefect_settings()
         return state
     if user_prefect:
         check_reachable("PREFECT_API_URL", os.environ["PREFECT_API_URL"].rstrip("/") + "/health")
@@ -178,11 +179,20 @@ def connect(quiet: bool = False) -> dict[str, Any] | None:
                 "(start one with: ecocompress server start)",
                 file=sys.stderr,
             )
+    _refresh_prefect_settings()
     if user_mlflow:
         uri = os.environ["MLFLOW_TRACKING_URI"]
         if uri.startswith(("http://", "https://")):
             check_reachable("MLFLOW_TRACKING_URI", uri.rstrip("/") + "/health")
     return None
+
+
+def _refresh_prefect_settings() -> None:
+    """Prefect reads its settings from the environment when it is imported: a process that
+    imported it before ``connect()`` must re-read them, or it keeps talking to a temporary
+    server (with the 20 s start-up timeout)."""
+    if "prefect.context" in sys.modules:
+        sys.modules["prefect.context"].refresh_global_settings_context()
 
 
 def check_reachable(what: str, url: str) -> None:

@@ -9,7 +9,6 @@ what the MLflow UI nests by.
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import sys
 from functools import lru_cache
@@ -17,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-from ecocompress.tasks.artifacts import code_version, home
+from ecocompress.tasks.artifacts import code_version, home, tracking_uri
 
 _PARAM_MAX = 6000  # MLflow's limit on a param value's length (characters)
 # Distribution names whose versions make a result reproducible.
@@ -31,16 +30,6 @@ _PACKAGES = (
     "prefect",
     "mlflow",
 )
-
-
-def tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<ECOCOMPRESS_HOME>/mlflow.db``."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    root = home()
-    root.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{root / 'mlflow.db'}"
 
 
 @lru_cache(maxsize=4)

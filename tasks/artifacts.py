@@ -21,6 +21,16 @@ def home() -> Path:
     return p.resolve()
 
 
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<ECOCOMPRESS_HOME>/mlflow.db``."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    root = home()
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
 def cache_dir(kind: str) -> Path:
     d = home() / "cache" / kind
     d.mkdir(parents=True, exist_ok=True)
@@ -86,8 +96,8 @@ class ModelRef(BaseModel):
         path: folder holding ``config.json``, tokenizer files and safetensors weights.
         content_hash: sha256 of the reference model's files (the root of the lineage).
         model_name: what the user asked for (`--model`), for display and MLflow.
-        source: ``hub`` | ``local`` | ``gguf`` | ``package``.
-        revision: resolved Hub commit sha, when from the Hub.
+        source: ``hub`` | ``local`` | ``gguf`` | ``package`` | ``mlflow``.
+        revision: resolved Hub commit sha, or the MLflow registry version.
         checkpoint_dtype: dtype the reference weights are stored in (``float32`` for GGUF).
         reference_weight_bytes: bytes of the unpruned, unquantized model's parameters in
             ``checkpoint_dtype`` (the numerator of ``compression_ratio``).

@@ -16,7 +16,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ecocompress.tasks.artifacts import ModelRef, cache_dir, sha256_file, sha256_text, sha256_tree
+from ecocompress.tasks.artifacts import (
+    ModelRef,
+    cache_dir,
+    sha256_file,
+    sha256_text,
+    sha256_tree,
+    tracking_uri,
+)
 from ecocompress.tasks.errors import UserError
 
 ALIASES = ("gemma-3-270m",)
@@ -32,7 +39,7 @@ _DTYPE_BYTES = {
 }
 
 
-def _memo_hash(path: Path, compute: Any) -> str:
+def memo_hash(path: Path, compute: Any) -> str:
     """``compute(path)`` memoised on the files' (name, size, mtime) in ``cache_dir('hashes')``."""
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     sig = sha256_text(
@@ -88,7 +95,7 @@ def _config_dtype(folder: Path) -> str:
 def _ref(
     folder: Path, model: str, source: str, dtype: str, revision: str | None = None
 ) -> ModelRef:
-    content = _memo_hash(folder, sha256_tree)
+    content = memo_hash(folder, sha256_tree)
     return ModelRef(
         id=content[:24],
         path=str(folder),
@@ -103,7 +110,7 @@ def _ref(
 
 def convert_gguf(gguf: Path) -> Path:
     """Dequantize ``gguf`` to an fp32 safetensors folder once; later calls return the folder."""
-    digest = _memo_hash(gguf, sha256_file)
+    digest = memo_hash(gguf, sha256_file)
     out = cache_dir("gguf") / digest[:16]
     if (out / _COMPLETE).is_file():
         return out
@@ -164,11 +171,63 @@ def _from_hub(repo_id: str, revision: str | None) -> tuple[Path, str]:
     return Path(path), Path(path).name  # snapshots/<commit sha>
 
 
+MLFLOW_MODEL = re.compile(r"^models:/(?P<name>[^/]+)/(?P<version>\d+)$")
+
+
+def _from_mlflow_registry(name: str, version: str) -> Path:
+    """Version ``version`` of registered model ``name`` (the configured MLflow tracking URI),
+    downloaded once into the cache by content: a model folder or a folder holding one GGUF."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri(), registry_uri=tracking_uri())
+    try:
+        mv = client.get_model_version(name, version)
+        source = client.get_model_version_download_uri(name, version)
+    except MlflowException as exc:
+        raise UserError(
+            f"model models:/{name}/{version} is not in the MLflow registry "
+            f"({' '.join(str(exc).split())[:160]})"
+        ) from None
+    except OSError as exc:
+        raise UserError(f"the MLflow registry cannot be read: {exc}") from None
+    import mlflow.artifacts
+
+    out = cache_dir("mlflow") / sha256_text(name, version, mv.source or "")[:16]
+    if (out / _COMPLETE).is_file():
+        return out
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        got = Path(
+            mlflow.artifacts.download_artifacts(
+                source, dst_path=str(tmp), tracking_uri=tracking_uri()
+            )
+        )
+        (got / _COMPLETE).write_text(json.dumps({"model": name, "version": version}))
+        if out.exists():  # an incomplete leftover of an interrupted download
+            shutil.rmtree(out)
+        os.replace(got, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def looks_like_path(model: str) -> bool:
+    """A name that can only mean a file or folder (not a Hub id)."""
+    return model.startswith(("/", ".", "~")) or model.endswith(".gguf") or model.count("/") > 1
+
+
+def valid_repo_id(model: str) -> bool:
+    """``org/name`` as the Hub spells ids."""
+    return bool(_REPO_ID.match(model))
+
+
 def resolve_model(model: str, revision: str | None = None) -> ModelRef:
     """Resolve a model name to a local safetensors folder and its reference.
 
     Args:
-        model: ``gemma-3-270m``, a ``.gguf`` file, a folder with ``config.json`` or a Hub id.
+        model: ``gemma-3-270m``, a ``.gguf`` file, a folder with ``config.json``, a Hub id
+            or ``models:/<name>/<version>`` of the MLflow registry.
         revision: Hub branch, tag or commit (Hub ids only).
 
     Returns:
@@ -183,9 +242,17 @@ def resolve_model(model: str, revision: str | None = None) -> ModelRef:
         gguf = cache_dir("gguf") / MODEL_NAME
         # assemble() re-hashes all chunks and the file (480 MB, ~1.5 s) on every call: skip it
         # when the memoised hash of the unchanged file already matches the package's.
-        if not (gguf.is_file() and _memo_hash(gguf, sha256_file) == EXPECTED_SHA256):
+        if not (gguf.is_file() and memo_hash(gguf, sha256_file) == EXPECTED_SHA256):
             gguf = assemble(gguf)  # sha256 checked by the package
         return _ref(convert_gguf(Path(gguf)), model, "package", "float32")
+    if m := MLFLOW_MODEL.match(model):
+        folder = _from_mlflow_registry(m["name"], m["version"])
+        ggufs = sorted(folder.glob("*.gguf"))
+        if not (folder / "config.json").is_file() and len(ggufs) == 1:
+            folder = convert_gguf(ggufs[0])
+        elif not (folder / "config.json").is_file():
+            raise UserError(f"{model} holds neither a model folder nor one .gguf file")
+        return _ref(folder, m["name"], "mlflow", _config_dtype(folder), revision=m["version"])
     path = Path(model).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return _ref(convert_gguf(path.resolve()), model, "gguf", "float32")
@@ -199,12 +266,9 @@ def resolve_model(model: str, revision: str | None = None) -> ModelRef:
         raise UserError(
             f"model file {path} is not a .gguf file: pass a .gguf file or a model folder"
         )
-    looks_like_path = (
-        model.startswith(("/", ".", "~")) or model.endswith(".gguf") or model.count("/") > 1
-    )
-    if looks_like_path:
+    if looks_like_path(model):
         raise UserError(f"model path {model!r} does not exist")
-    if not _REPO_ID.match(model):
+    if not valid_repo_id(model):
         raise UserError(
             f"unknown model {model!r}: pass {', '.join(ALIASES)}, a .gguf file, a model folder "
             "or a Hugging Face Hub id such as org/name"
