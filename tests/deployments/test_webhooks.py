@@ -1,0 +1,334 @@
+"""The webhook receivers: MLflow deliveries signed by MLflow's own signing function are accepted,
+forged, tampered, stale, replayed, unsigned and malformed ones are refused with their code and
+counted, and an accepted delivery emits exactly one ModelUpdate."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+from mlflow.webhooks.delivery import _generate_hmac_signature
+from starlette.testclient import TestClient
+
+from ecocompress.deployments.webhooks import (
+    Outcome,
+    WebhookSettings,
+    create_app,
+    jsonl_sink,
+)
+from ecocompress.flows.events import ModelUpdate
+
+MLFLOW_SECRET = "mlflow-" + secrets.token_hex(16)
+HF_SECRET = "hf-" + secrets.token_hex(16)
+SHA = "c379e821c9c95d613899e8c4343e4bfee2b0c600"
+
+
+class Capture:
+    """A fake emitter: records the updates it is given, or fails when told to."""
+
+    def __init__(self) -> None:
+        self.updates: list[ModelUpdate] = []
+        self.fail = False
+
+    def __call__(self, update: ModelUpdate) -> str:
+        if self.fail:
+            raise ConnectionError("prefect unreachable (fake)")
+        self.updates.append(update)
+        return f"event-{len(self.updates)}"
+
+
+@pytest.fixture
+def settings(tmp_path) -> WebhookSettings:
+    return WebhookSettings(
+        mlflow_secret=MLFLOW_SECRET, hf_secret=HF_SECRET, db_path=tmp_path / "webhooks.db"
+    )
+
+
+@pytest.fixture
+def capture() -> Capture:
+    return Capture()
+
+
+@pytest.fixture
+def client(settings, capture) -> TestClient:
+    return TestClient(create_app(settings, emit=capture))
+
+
+def mlflow_body(entity="model_version", action="created", name="tiny-lm", version="3") -> bytes:
+    """A body shaped as mlflow/webhooks/delivery.py builds it."""
+    data = {"name": name, "version": version, "source": "/models/tiny", "run_id": None}
+    payload = {
+        "entity": entity,
+        "action": action,
+        "timestamp": datetime.now(timezone.utc).isoformat(),
+        "data": {**data, "tags": {}, "description": None},
+    }
+    return json.dumps(payload).encode()
+
+
+def mlflow_delivery(
+    body: bytes | None = None,
+    secret: str = MLFLOW_SECRET,
+    delivery_id: str | None = None,
+    timestamp: int | None = None,
+) -> tuple[dict[str, str], bytes]:
+    """Headers and body of an MLflow delivery, signed with MLflow's own function."""
+    body = mlflow_body() if body is None else body
+    delivery_id = delivery_id or str(uuid.uuid4())
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    headers = {
+        "Content-Type": "application/json",
+        "X-MLflow-Delivery-Id": delivery_id,
+        "X-MLflow-Timestamp": ts,
+        "X-MLflow-Signature": _generate_hmac_signature(secret, delivery_id, ts, body.decode()),
+    }
+    return headers, body
+
+
+def hub_body(scope="repo.content", action="update", repo_type="model", new_sha=SHA) -> bytes:
+    """A body shaped as the Hub's documented repo.content payload."""
+    return json.dumps(
+        {
+            "event": {"action": action, "scope": scope},
+            "repo": {
+                "type": repo_type,
+                "name": "acme/tiny-lm",
+                "id": "6366c000a2abcdf2fd69a080",
+                "private": False,
+                "url": {"web": "https://huggingface.co/acme/tiny-lm"},
+                "headSha": new_sha,
+                "owner": {"id": "61fc5be8a3e3b6a6f2d1c3e1"},
+            },
+            "updatedRefs": [{"ref": "refs/heads/main", "oldSha": "0" * 40, "newSha": new_sha}],
+            "webhook": {"id": "6390e855e30d9209411de93b", "version": 3},
+        }
+    ).encode()
+
+
+def post_mlflow(client, headers, body):
+    return client.post("/mlflow", content=body, headers=headers)
+
+
+def post_hub(client, body, secret=HF_SECRET):
+    headers = {"Content-Type": "application/json"}
+    if secret is not None:
+        headers["X-Webhook-Secret"] = secret
+    return client.post("/hub", content=body, headers=headers)
+
+
+def refused(client) -> dict[str, int]:
+    return client.get("/stats").json()["refused"]
+
+
+def test_mlflow_delivery_signed_by_mlflow_emits_one_update(client, capture):
+    r = post_mlflow(client, *mlflow_delivery())
+    assert r.status_code == 202 and r.json()["outcome"] == "accepted"
+    assert capture.updates == [
+        ModelUpdate(
+            model="models:/tiny-lm/3", revision="3", source="mlflow", seen_by="mlflow-webhook"
+        )
+    ]
+    stats = client.get("/stats").json()
+    assert stats["accepted"] == 1 and sum(stats["refused"].values()) == 0
+    assert client.get("/health").status_code == 200
+
+
+def test_mlflow_within_skew_is_accepted(client, capture):
+    for skew in (-250, 250):
+        r = post_mlflow(client, *mlflow_delivery(timestamp=int(time.time()) + skew))
+        assert r.status_code == 202
+    assert len(capture.updates) == 2
+
+
+def test_forged_signatures_are_refused(client, capture):
+    headers, body = mlflow_delivery()
+    unsigned = {k: v for k, v in headers.items() if k != "X-MLflow-Signature"}
+    assert post_mlflow(client, unsigned, body).status_code == 401
+    for bad in (
+        "v1,not-base64!",
+        "v1,",
+        "sha256=" + "ab" * 32,
+        "v2," + headers["X-MLflow-Signature"][3:],
+    ):
+        assert post_mlflow(client, {**headers, "X-MLflow-Signature": bad}, body).status_code == 401
+    assert refused(client)["forged"] == 5
+    assert capture.updates == []
+
+
+def test_tampered_deliveries_are_refused(client, capture):
+    headers, body = mlflow_delivery()
+    changed_body = body.replace(b'"version": "3"', b'"version": "4"')
+    assert changed_body != body
+    r = post_mlflow(client, headers, changed_body)
+    assert r.status_code == 401 and r.json() == {"outcome": "tampered"}
+    other_id = {**headers, "X-MLflow-Delivery-Id": str(uuid.uuid4())}
+    assert post_mlflow(client, other_id, body).status_code == 401
+    later = {**headers, "X-MLflow-Timestamp": str(int(headers["X-MLflow-Timestamp"]) + 1)}
+    assert post_mlflow(client, later, body).status_code == 401
+    # signed with another secret: an HMAC cannot tell that from a changed body
+    assert post_mlflow(client, *mlflow_delivery(secret="not-the-secret")).status_code == 401
+    assert refused(client)["tampered"] == 4
+    assert capture.updates == []
+
+
+@pytest.mark.parametrize("skew", [-301, -3600, 301, 3600])
+def test_stale_deliveries_are_refused_both_directions(client, capture, skew):
+    r = post_mlflow(client, *mlflow_delivery(timestamp=int(time.time()) + skew))
+    assert r.status_code == 401 and r.json() == {"outcome": "stale"}
+    assert refused(client)["stale"] == 1 and capture.updates == []
+
+
+def test_replay_is_refused_also_after_a_restart(settings, capture):
+    headers, body = mlflow_delivery()
+    client = TestClient(create_app(settings, emit=capture))
+    assert post_mlflow(client, headers, body).status_code == 202
+    r = post_mlflow(client, headers, body)
+    assert r.status_code == 409 and r.json()["outcome"] == "replayed"
+    restarted = TestClient(create_app(settings, emit=capture))  # same db file
+    assert post_mlflow(restarted, headers, body).status_code == 409
+    assert len(capture.updates) == 1
+    stats = restarted.get("/stats").json()
+    assert stats["accepted"] == 1 and stats["refused"]["replayed"] == 2
+
+
+def test_a_delivery_whose_event_failed_can_be_retried(client, capture):
+    """MLflow retries a 5xx with the same delivery id: that retry must not count as a replay."""
+    headers, body = mlflow_delivery()
+    capture.fail = True
+    r = post_mlflow(client, headers, body)
+    assert r.status_code == 503 and r.json()["outcome"] == "not_emitted"
+    capture.fail = False
+    assert post_mlflow(client, headers, body).status_code == 202
+    assert len(capture.updates) == 1
+
+
+def test_an_emitter_that_sends_nothing_is_not_accepted(settings):
+    """emit_model_updated returns None when Prefect has no events client."""
+    client = TestClient(create_app(settings, emit=lambda update: None))
+    assert post_mlflow(client, *mlflow_delivery()).status_code == 503
+
+
+def test_hub_update_emits_one_update_and_refuses_its_replay(client, capture):
+    r = post_hub(client, hub_body())
+    assert r.status_code == 202
+    assert capture.updates == [
+        ModelUpdate(model="acme/tiny-lm", revision=SHA, source="hub", seen_by="hub-webhook")
+    ]
+    assert post_hub(client, hub_body()).status_code == 409
+    assert post_hub(client, hub_body(new_sha="d" * 40)).status_code == 202
+    assert [u.revision for u in capture.updates] == [SHA, "d" * 40]
+
+
+def test_hub_wrong_or_missing_secret_is_refused(client, capture):
+    assert post_hub(client, hub_body(), secret=HF_SECRET + "x").status_code == 401
+    assert post_hub(client, hub_body(), secret=MLFLOW_SECRET).status_code == 401
+    r = post_hub(client, hub_body(), secret=None)
+    assert r.status_code == 401 and r.json() == {"outcome": "wrong_secret"}
+    assert refused(client)["wrong_secret"] == 3 and capture.updates == []
+
+
+def test_a_source_without_a_secret_is_refused(tmp_path, capture):
+    bare = WebhookSettings.from_env(
+        {"ECOCOMPRESS_MLFLOW_WEBHOOK_SECRET": "", "ECOCOMPRESS_HF_WEBHOOK_SECRET": ""},
+        db_path=tmp_path / "w.db",
+    )
+    assert bare.mlflow_secret is None and bare.hf_secret is None
+    client = TestClient(create_app(bare, emit=capture))
+    assert post_mlflow(client, *mlflow_delivery()).status_code == 401
+    assert post_hub(client, hub_body(), secret="").status_code == 401
+    assert post_hub(client, hub_body()).status_code == 401
+    assert refused(client)["no_secret"] == 3 and capture.updates == []
+
+
+def test_malformed_deliveries_are_refused(client, capture):
+    assert post_hub(client, b"{not json").status_code == 400
+    assert (
+        post_hub(client, json.dumps({"event": {"scope": "repo.content"}}).encode()).status_code
+        == 400
+    )
+    no_sha = json.loads(hub_body())
+    no_sha["repo"]["headSha"], no_sha["updatedRefs"] = None, []
+    assert post_hub(client, json.dumps(no_sha).encode()).status_code == 400
+    assert post_mlflow(client, *mlflow_delivery(body=b"{not json")).status_code == 400
+    no_version = json.loads(mlflow_body())
+    del no_version["data"]["version"]
+    assert (
+        post_mlflow(client, *mlflow_delivery(body=json.dumps(no_version).encode())).status_code
+        == 400
+    )
+    headers, body = mlflow_delivery()
+    del headers["X-MLflow-Timestamp"]
+    assert post_mlflow(client, headers, body).status_code == 400
+    assert refused(client)["malformed"] == 6 and capture.updates == []
+
+
+def test_other_events_are_ignored_and_counted(client, capture):
+    body = mlflow_body(entity="registered_model", action="created")
+    assert post_mlflow(client, *mlflow_delivery(body=body)).status_code == 200
+    assert post_hub(client, hub_body(scope="discussion", action="create")).status_code == 200
+    assert post_hub(client, hub_body(repo_type="dataset")).status_code == 200
+    stats = client.get("/stats").json()
+    assert stats["ignored"] == 3 and stats["by_source"]["hub"]["ignored"] == 2
+    assert capture.updates == []
+
+
+def test_a_body_over_the_limit_is_refused(tmp_path, capture):
+    small = WebhookSettings(hf_secret=HF_SECRET, db_path=tmp_path / "w.db", max_body_bytes=100)
+    client = TestClient(create_app(small, emit=capture))
+    assert post_hub(client, hub_body()).status_code == 413
+    assert refused(client)["too_large"] == 1
+
+
+def test_nothing_secret_is_logged_or_returned(client, capture, caplog):
+    caplog.set_level(logging.DEBUG)
+    texts = []
+    headers, body = mlflow_delivery()
+    for r in (
+        post_mlflow(client, headers, body),
+        post_mlflow(client, headers, body),
+        post_mlflow(client, *mlflow_delivery(secret="wrong")),
+        post_mlflow(client, *mlflow_delivery(timestamp=0)),
+        post_hub(client, hub_body()),
+        post_hub(client, hub_body(), secret="guess"),
+        post_hub(client, b"{"),
+        client.get("/stats"),
+    ):
+        texts.append(r.text + json.dumps(dict(r.headers)))
+    signature = headers["X-MLflow-Signature"].split(",", 1)[1]
+    seen = "\n".join(texts) + caplog.text
+    assert "accepted" in caplog.text and "tampered" in caplog.text  # the log says what happened
+    for secret in (MLFLOW_SECRET, HF_SECRET, signature):
+        assert secret not in seen
+    assert MLFLOW_SECRET not in repr(client.app.state.receiver.settings)
+
+
+def test_settings_from_env_and_the_jsonl_sink(tmp_path):
+    env = {
+        "ECOCOMPRESS_MLFLOW_WEBHOOK_SECRET": MLFLOW_SECRET,
+        "ECOCOMPRESS_WEBHOOK_SINK": str(tmp_path / "sink.jsonl"),
+        "ECOCOMPRESS_WEBHOOK_DB": str(tmp_path / "w.db"),
+    }
+    s = WebhookSettings.from_env(env)
+    assert s.mlflow_secret.get_secret_value() == MLFLOW_SECRET and s.hf_secret is None
+    assert s.max_skew_s == 300 and s.store_path() == tmp_path / "w.db"
+    client = TestClient(create_app(s))  # no emitter given: the sink is used
+    assert post_mlflow(client, *mlflow_delivery()).status_code == 202
+    lines = (tmp_path / "sink.jsonl").read_text().splitlines()
+    assert [ModelUpdate.model_validate_json(x).model for x in lines] == ["models:/tiny-lm/3"]
+    sink = jsonl_sink(tmp_path / "other.jsonl")
+    sink(ModelUpdate(model="m", revision="r", source="local", seen_by="watch"))
+    assert json.loads((tmp_path / "other.jsonl").read_text())["seen_by"] == "watch"
+
+
+def test_default_store_is_under_the_stack_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("ECOCOMPRESS_HOME", str(tmp_path))
+    assert WebhookSettings().store_path() == tmp_path / "stack" / "webhooks.db"
+
+
+def test_every_outcome_has_a_status_code():
+    assert {o.status_code for o in Outcome} >= {200, 202, 400, 401, 409}
