@@ -6,10 +6,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from mlflow.webhooks.delivery import _generate_hmac_signature
@@ -332,3 +342,188 @@ def test_default_store_is_under_the_stack_dir(monkeypatch, tmp_path):
 
 def test_every_outcome_has_a_status_code():
     assert {o.status_code for o in Outcome} >= {200, 202, 400, 401, 409}
+
+
+# ---- slow: a real MLflow server fires a real webhook at the real receiver process
+
+PORTS = range(15000, 15100)  # this test's share of 127.0.0.1
+START_TIMEOUT_S = 300  # a busy 2-core machine starts servers slowly
+DELIVERY_TIMEOUT_S = 300
+
+
+def _free_port(taken: set[int]) -> int:
+    for port in PORTS:
+        if port in taken:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        taken.add(port)
+        return port
+    raise RuntimeError(f"no free port in {PORTS}")
+
+
+def _start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    out = log.open("ab")
+    return subprocess.Popen(
+        cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End the process group this test started (mlflow server has worker children)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{url} exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    pytest.fail(f"{url} not healthy after {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+
+
+def _post(url: str, headers: dict[str, str], body: bytes) -> int:
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """Passes each delivery on to the receiver unchanged and keeps a copy to replay."""
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        kept = {k: v for k, v in self.headers.items() if k.lower().startswith(("x-", "content-t"))}
+        self.server.recorded.append((kept, body))
+        status = _post(self.server.target, kept, body)
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def servers(tmp_path):
+    """A real `mlflow server` (SQLite), the receiver process (JSONL sink) and a recording hop."""
+    from ecocompress.deployments.webhooks import PATHS
+
+    taken: set[int] = set()
+    mlflow_port, receiver_port, recorder_port = (_free_port(taken) for _ in range(3))
+    env = {
+        **os.environ,
+        "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+        "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+        "ECOCOMPRESS_HOME": str(tmp_path / "home"),
+        "ECOCOMPRESS_MLFLOW_WEBHOOK_SECRET": MLFLOW_SECRET,
+        "ECOCOMPRESS_WEBHOOK_SINK": str(tmp_path / "sink.jsonl"),
+    }
+    env.pop("ECOCOMPRESS_HF_WEBHOOK_SECRET", None)
+    mlflow_cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"]
+    mlflow_cmd += ["--port", str(mlflow_port), "--workers", "1"]
+    mlflow_cmd += ["--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    mlflow_cmd += ["--default-artifact-root", str(tmp_path / "artifacts")]
+    receiver_cmd = [sys.executable, "-m", "ecocompress.deployments.webhooks"]
+    receiver_cmd += ["--host", "127.0.0.1", "--port", str(receiver_port)]
+    receiver_url = f"http://127.0.0.1:{receiver_port}"
+    recorder = ThreadingHTTPServer(("127.0.0.1", recorder_port), _Recorder)
+    recorder.recorded, recorder.target = [], receiver_url + PATHS["mlflow"]
+    threading.Thread(target=recorder.serve_forever, daemon=True).start()
+    procs: dict[str, subprocess.Popen] = {}
+
+    def start_receiver() -> None:
+        log = tmp_path / "receiver.log"
+        procs["receiver"] = _start(receiver_cmd, env, log)
+        _wait_healthy(receiver_url + "/health", procs["receiver"], log)
+
+    try:
+        procs["mlflow"] = _start(mlflow_cmd, env, tmp_path / "mlflow.log")
+        start_receiver()
+        mlflow_url = f"http://127.0.0.1:{mlflow_port}"
+        _wait_healthy(mlflow_url + "/health", procs["mlflow"], tmp_path / "mlflow.log")
+        yield {
+            "mlflow": mlflow_url,
+            "receiver": receiver_url,
+            "hook_url": f"http://127.0.0.1:{recorder_port}{PATHS['mlflow']}",
+            "recorded": recorder.recorded,
+            "sink": tmp_path / "sink.jsonl",
+            "logs": tmp_path,
+            "restart_receiver": lambda: (_stop(procs["receiver"]), start_receiver()),
+        }
+    finally:
+        for proc in procs.values():
+            _stop(proc)
+        recorder.shutdown()
+        recorder.server_close()
+
+
+@pytest.mark.slow
+def test_a_real_mlflow_model_version_reaches_the_receiver_once(servers, tmp_path):
+    from mlflow import MlflowClient
+
+    from ecocompress.deployments.webhooks import register_mlflow_webhook
+
+    hook_id = register_mlflow_webhook(servers["mlflow"], servers["hook_url"], MLFLOW_SECRET)
+    assert register_mlflow_webhook(servers["mlflow"], servers["hook_url"], MLFLOW_SECRET) == hook_id
+    client = MlflowClient(tracking_uri=servers["mlflow"], registry_uri=servers["mlflow"])
+    assert [w.webhook_id for w in client.list_webhooks()] == [hook_id]
+
+    model_dir = tmp_path / "tiny-model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    # the server takes a local source only inside a run's artifacts
+    run = client.create_run(client.create_experiment("webhooks"))
+    client.log_artifacts(run.info.run_id, str(model_dir), "model")
+    client.create_registered_model("tiny-lm")
+    source = f"{run.info.artifact_uri}/model"
+    version = client.create_model_version("tiny-lm", source, run_id=run.info.run_id).version
+
+    sink = servers["sink"]
+    deadline = time.monotonic() + DELIVERY_TIMEOUT_S
+    while time.monotonic() < deadline and not (sink.exists() and sink.read_text().strip()):
+        time.sleep(1)
+    receiver_log = (servers["logs"] / "receiver.log").read_text()
+    assert sink.exists(), f"no delivery reached the receiver:\n{receiver_log[-3000:]}"
+    lines = sink.read_text().splitlines()
+    assert [ModelUpdate.model_validate_json(x) for x in lines] == [
+        ModelUpdate(
+            model=f"models:/tiny-lm/{version}",
+            revision=str(version),
+            source="mlflow",
+            seen_by="mlflow-webhook",
+        )
+    ]
+
+    # the delivery exactly as MLflow sent it, sent again: refused, before and after a restart
+    assert len(servers["recorded"]) == 1
+    headers, body = servers["recorded"][0]
+    assert headers["X-MLflow-Signature"].startswith("v1,")
+    target = servers["receiver"] + "/mlflow"
+    assert _post(target, headers, body) == 409
+    servers["restart_receiver"]()
+    assert _post(target, headers, body) == 409
+    assert sink.read_text().splitlines() == lines
+    with urllib.request.urlopen(servers["receiver"] + "/stats", timeout=30) as r:
+        stats = json.loads(r.read())
+    assert stats["accepted"] == 1 and stats["refused"]["replayed"] == 2
+    assert MLFLOW_SECRET not in (servers["logs"] / "receiver.log").read_text()
