@@ -292,7 +292,9 @@ class Receiver:
         try:
             event_id = self.emit(update)
         except Exception as exc:  # the receiver keeps serving; the sender retries on 503
-            log.error("%s: handing on %s failed: %s", source, update.model, type(exc).__name__)
+            log.error(
+                "%s: handing on %s failed: %s: %s", source, update.model, type(exc).__name__, exc
+            )
             event_id = None
         if event_id is None:
             self.store.forget(source, delivery_id)

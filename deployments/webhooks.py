@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -36,7 +37,7 @@ from ecocompress.deployments.webhook_receiver import (
 )
 from ecocompress.deployments.webhook_store import DeliveryStore
 from ecocompress.flows.events import ModelUpdate
-from ecocompress.flows.stack import StackSettings, redact
+from ecocompress.flows.stack import StackSettings, http_ok, redact
 from ecocompress.tasks.errors import UserError
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ __all__ = ["WebhookSettings", "Outcome", "create_app", "register_mlflow_webhook"
 MLFLOW_WEBHOOK_NAME = "ecocompress-model-updated"
 PATHS = {"mlflow": "/mlflow", "hub": "/hub"}
 SECRET_FIELDS = {"mlflow": "mlflow_secret", "hub": "hf_secret"}  # source -> WebhookSettings field
+PREFECT_HEALTH_TIMEOUT_S = 10.0  # within MLflow's 30 s delivery timeout
 
 
 def jsonl_sink(path: Path) -> Emitter:
@@ -61,12 +63,32 @@ def jsonl_sink(path: Path) -> Emitter:
     return emit
 
 
-def default_emitter(settings: WebhookSettings) -> Emitter:
-    if settings.sink is not None:
-        return jsonl_sink(settings.sink)
+def prefect_emitter(api_url: str) -> Emitter:
+    """``emit_model_updated``, after asking the Prefect API for its health. Prefect's events
+    worker sends in the background and drops an event it cannot deliver (it logs, nothing
+    raises), so a server that is down is found here and answered 503: the sender retries."""
     from ecocompress.flows.events import emit_model_updated
 
-    return emit_model_updated
+    health = api_url.rstrip("/") + "/health"
+
+    def emit(update: ModelUpdate) -> str | None:
+        if not http_ok(health, timeout=PREFECT_HEALTH_TIMEOUT_S):
+            raise ConnectionError(f"no Prefect API answers at {redact(api_url)}")
+        return emit_model_updated(update)
+
+    return emit
+
+
+def default_emitter(settings: WebhookSettings) -> Emitter:
+    """The sink when one is set, else Prefect at ``PREFECT_API_URL`` (required: without it an
+    event would go to a temporary server that nothing watches)."""
+    if settings.sink is not None:
+        return jsonl_sink(settings.sink)
+    api_url = os.environ.get("PREFECT_API_URL")
+    if not api_url:
+        var = WebhookSettings.env_var("sink")
+        raise UserError(f"set PREFECT_API_URL (the stack's Prefect API) or {var} (a dry-run file)")
+    return prefect_emitter(api_url)
 
 
 async def _read_body(request: Any, limit: int) -> bytes | None:
@@ -170,13 +192,13 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = WebhookSettings.from_env()
+    app = create_app(settings)  # bad settings stop here, before anything is logged
     for source, field in SECRET_FIELDS.items():
         if getattr(settings, field) is None:
             var = WebhookSettings.env_var(field)
             log.warning("no %s secret (%s unset): its deliveries are refused", source, var)
     if settings.sink is not None:
         log.warning("dry-run sink: updates go to %s, not to Prefect", settings.sink)
-    app = create_app(settings)
     log.info("webhook store %s", settings.store_path())
     # uvicorn's access log prints query strings; a Hub secret given as ?secret= would leak
     uvicorn.run(

@@ -32,6 +32,7 @@ from ecocompress.deployments.webhooks import (
     jsonl_sink,
 )
 from ecocompress.flows.events import ModelUpdate
+from ecocompress.tasks.errors import UserError
 
 MLFLOW_SECRET = "mlflow-" + secrets.token_hex(16)
 HF_SECRET = "hf-" + secrets.token_hex(16)
@@ -527,3 +528,33 @@ def test_a_real_mlflow_model_version_reaches_the_receiver_once(servers, tmp_path
         stats = json.loads(r.read())
     assert stats["accepted"] == 1 and stats["refused"]["replayed"] == 2
     assert MLFLOW_SECRET not in (servers["logs"] / "receiver.log").read_text()
+
+
+def test_prefect_down_is_answered_503_and_the_retry_is_not_a_replay(settings, monkeypatch):
+    from ecocompress.deployments.webhooks import prefect_emitter
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = TestClient(create_app(settings, emit=prefect_emitter(f"http://127.0.0.1:{port}/api")))
+    headers, body = mlflow_delivery()
+    r = post_mlflow(client, headers, body)
+    assert r.status_code == 503 and r.json()["outcome"] == "not_emitted"
+    assert client.app.state.receiver.store.remember("mlflow", headers["X-MLflow-Delivery-Id"])
+
+
+def test_without_prefect_api_or_sink_the_app_does_not_start(settings, monkeypatch):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with pytest.raises(UserError, match="PREFECT_API_URL"):
+        create_app(settings)
+
+
+def test_the_command_says_what_is_missing_in_one_line(monkeypatch, tmp_path, capsys):
+    from ecocompress.deployments.webhooks import main
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.delenv("ECOCOMPRESS_WEBHOOK_SINK", raising=False)
+    monkeypatch.setenv("ECOCOMPRESS_WEBHOOK_DB", str(tmp_path / "w.db"))
+    assert main(["--port", str(PORTS[-1])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "PREFECT_API_URL" in err
