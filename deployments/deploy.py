@@ -119,11 +119,21 @@ def build_deployments(settings: DeploySettings, argv: list[str]) -> list[Any]:
 
     from ecocompress.deployments.serve import build_deployment, jsonable
     from ecocompress.flows.cli import parse_settings
-    from ecocompress.flows.resolve import flow_parameters, resolve
+    from ecocompress.flows.flags import cli_fields
+    from ecocompress.flows.resolve import COMMANDS, flow_parameters, resolve
 
+    # one set of flags for both flows: optimize's are a superset of sweep's; a scheduled sweep
+    # takes the ones it has
+    values = parse_settings("optimize", argv)
+    own = {n for m in COMMANDS[settings.flow] for n in cli_fields(m)}
     out = []
     if settings.cron:
-        out.append(build_deployment(SCHEDULED, settings.cron, argv, settings.flow, settings.pool))
+        scheduled = {k: v for k, v in values.items() if k in own}
+        out.append(
+            build_deployment(
+                SCHEDULED, settings.cron, argv, settings.flow, settings.pool, scheduled
+            )
+        )
     if settings.on_new_model:
         from prefect.client.schemas.objects import (
             ConcurrencyLimitConfig,
@@ -132,7 +142,7 @@ def build_deployments(settings: DeploySettings, argv: list[str]) -> list[Any]:
 
         from ecocompress.flows.optimize import optimize_flow
 
-        r = resolve("optimize", parse_settings("optimize", argv))
+        r = resolve("optimize", values)
         parameters = {**jsonable(flow_parameters(r)), "quiet": True}
         # what the trigger runs: these settings for the event's model and revision, in a
         # search thread named after them
@@ -174,8 +184,8 @@ def model_templates() -> dict[str, str]:
     """The run's model and revision, filled in from the triggering event."""
     return {
         "model": "{{ event.payload.model }}",
-        # an empty revision (a local or registry model: the reference pins it) validates to None
-        "revision": "{{ event.payload.run_revision or '' }}",
+        # a single expression keeps its JSON type: null for a local or registry model
+        "revision": "{{ event.payload.run_revision }}",
     }
 
 

@@ -19,18 +19,24 @@ ENTRYPOINTS = {"sweep": ENTRYPOINT, "optimize": "flows/optimize.py:optimize_flow
 
 
 def build_deployment(
-    name: str, cron: str | None, argv: list[str], flow: str = "sweep", pool: str | None = None
+    name: str,
+    cron: str | None,
+    argv: list[str],
+    flow: str = "sweep",
+    pool: str | None = None,
+    settings: dict[str, Any] | None = None,
 ):
     """A Prefect deployment of ``sweep_flow`` or ``optimize_flow`` whose parameters are the
     command's own (``flows.resolve.flow_parameters`` of the same flags, ``--config`` YAML
     included). A scheduled optimize starts a new search thread per flow run (its id names
-    the thread) unless ``--thread-id`` is given."""
+    the thread) unless ``--thread-id`` is given. ``settings`` (by field name) replaces the
+    flags when given."""
     from ecocompress.flows.cli import parse_settings
     from ecocompress.flows.resolve import flow_parameters, resolve
 
     if flow not in ENTRYPOINTS:
         raise ValueError(f"flow {flow!r}: allowed {', '.join(ENTRYPOINTS)}")
-    r = resolve(flow, parse_settings(flow, argv))
+    r = resolve(flow, settings if settings is not None else parse_settings(flow, argv))
     parameters = jsonable(flow_parameters(r))
     if flow == "optimize":
         from ecocompress.flows.optimize import optimize_flow as target

@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from ecocompress.deployments.webhook_store import DeliveryStore
-from ecocompress.flows.events import ModelUpdate
+from ecocompress.flows.events import OWN_VERSION_TAG, ModelUpdate
 from ecocompress.flows.stack import stack_dir
 
 log = logging.getLogger("ecocompress.webhooks")
@@ -164,6 +164,7 @@ class MlflowDelivery(_Lenient):
 class MlflowModelVersion(_Lenient):
     name: str = Field(min_length=1)
     version: str | int
+    tags: dict[str, Any] | None = None
 
 
 class HubEvent(_Lenient):
@@ -255,6 +256,8 @@ class Receiver:
             version = MlflowModelVersion.model_validate(delivery.data)
         except ValidationError:
             return Verdict(Outcome.MALFORMED)
+        if OWN_VERSION_TAG in (version.tags or {}):  # optimize's own result, not a new model
+            return Verdict(Outcome.IGNORED)
         update = ModelUpdate(
             model=f"models:/{version.name}/{version.version}",
             revision=str(version.version),

@@ -15,6 +15,9 @@ from ecocompress.tasks.artifacts import sha256_text
 
 MODEL_UPDATED = "ecocompress.model.updated"
 RESOURCE_PREFIX = "ecocompress.model"
+# A registry version ecocompress registered itself (optimize's recommendation): never announced,
+# or every search would start a search of its own result.
+OWN_VERSION_TAG = "ecocompress.compressed"
 
 Source = Literal["hub", "local", "mlflow"]
 

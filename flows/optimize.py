@@ -26,6 +26,7 @@ from ecocompress.agents.graph import (
 )
 from ecocompress.agents.settings import SearchSettings
 from ecocompress.flows.candidate import evaluate_candidate
+from ecocompress.flows.events import OWN_VERSION_TAG
 from ecocompress.flows.params import RunParams
 from ecocompress.flows.sweep import _objectives, finish, open_context
 from ecocompress.metrics.recommend import PROFILES, Constraints
@@ -325,6 +326,7 @@ def _register(ctx: Any, row: dict[str, Any], rec: dict[str, Any], profile: str |
         "candidate",
         alias,
         tags={
+            OWN_VERSION_TAG: "true",
             "reference_content_hash": ref.content_hash,
             "reference_model": ctx.params.model,
             "prune_spec": cand.prune.canonical(),

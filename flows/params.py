@@ -129,12 +129,6 @@ class RunParams(Spec):
     _benchmark_list = _csv_items("benchmarks", str)
     _bbh_list = _csv_items("bbh_tasks", str)
 
-    @field_validator("revision", mode="before")
-    @classmethod
-    def _revision(cls, v: object) -> object:
-        # a deployment's templated parameter renders "no revision" as an empty string
-        return None if v == "" else v
-
     @field_validator("carbon_intensity")
     @classmethod
     def _intensity(cls, v: float | None) -> float | None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from prefect import flow
 
-from ecocompress.flows.events import ModelUpdate, emit_model_updated
+from ecocompress.flows.events import OWN_VERSION_TAG, ModelUpdate, emit_model_updated
 from ecocompress.tasks.artifacts import home, sha256_tree, tracking_uri
 from ecocompress.tasks.download import memo_hash
 from ecocompress.tasks.errors import UserError
@@ -56,8 +56,9 @@ def _registry(name: str) -> ModelUpdate:
             f"no registered model {name!r} in the MLflow registry at {tracking_uri()} "
             f"({' '.join(str(exc).split())[:120]})"
         ) from None
+    versions = [v for v in versions if OWN_VERSION_TAG not in (v.tags or {})]
     if not versions:
-        raise UserError(f"registered model {name!r} has no versions yet")
+        raise UserError(f"registered model {name!r} has no versions but ecocompress's own")
     newest = max(int(v.version) for v in versions)
     return ModelUpdate(
         model=f"{REGISTRY_PREFIX}{name}/{newest}",
