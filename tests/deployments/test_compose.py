@@ -40,6 +40,7 @@ INSTALL = re.compile(
     r"\bpip3?\s+install\b|\buv\s+(pip|add|sync)\b|\bapt(-get)?\s+install\b|"
     r"\bconda\s+install\b|\bnpm\s+(install|ci)\b|\bapk\s+add\b"
 )
+DURATION = re.compile(r"^(\d+(\.\d+)?(h|m|s|ms|us|ns))+$")
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
@@ -265,6 +266,8 @@ def test_start_order_is_health_gated(services):
         hc = svc.get("healthcheck")
         assert hc and not hc.get("disable") and hc.get("test"), f"{name}: no health check"
         assert hc["test"][0] in ("CMD", "CMD-SHELL"), f"{name}: {hc['test']}"
+        for key in ("interval", "timeout", "start_period"):  # no schema checks these
+            assert DURATION.match(str(hc.get(key, "0s"))), f"{name}: {key} {hc.get(key)!r}"
         deps = svc.get("depends_on", {})
         assert isinstance(deps, dict), f"{name}: depends_on must name a condition per service"
         for dep, cond in deps.items():
