@@ -1,10 +1,10 @@
-"""docker/compose.yaml and docker/Dockerfile, checked without a Docker engine.
+"""docker/compose.yaml, checked without a Docker engine (the image: test_dockerfile.py).
 
 Debian's ``docker-compose`` (1.29) validates and interpolates the file, ``check-jsonschema``
 checks it against the compose-spec schema, and the tests below check what neither does:
 loopback-only ports, secrets that must be given, pinned images, health-gated start order,
-MLflow's allowed hosts, nothing installed at container start, and a Dockerfile that bakes in
-every package folder pyproject.toml maps. Missing tools fail with how to install them.
+MLflow's allowed hosts, nothing installed at container start, and options and settings the
+installed Prefect and MLflow know. Missing tools fail with how to install them.
 """
 
 from __future__ import annotations
@@ -21,25 +21,19 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-import tomllib
 import yaml
 
 from ecocompress.flows.stack import database_urls
+from tests.deployments.dockerfile import INSTALL, PYPROJECT, dockerfile, image_entrypoint
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
 COMPOSE = DOCKER / "compose.yaml"
-DOCKERFILE = DOCKER / "Dockerfile"
-PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}
 VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 REQUIRED = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*:\?[^}]+\}$")
 SECRET_KEY = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY$|AUTH", re.IGNORECASE)
-INSTALL = re.compile(
-    r"\bpip3?\s+install\b|\buv\s+(pip|add|sync)\b|\bapt(-get)?\s+install\b|"
-    r"\bconda\s+install\b|\bnpm\s+(install|ci)\b|\bapk\s+add\b"
-)
 DURATION = re.compile(r"^(\d+(\.\d+)?(h|m|s|ms|us|ns))+$")
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
@@ -111,27 +105,6 @@ def argv(value) -> list[str]:
     if value is None:
         return []
     return list(value) if isinstance(value, list) else shlex.split(value)
-
-
-def dockerfile() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            instr, _, args = line.partition(" ")
-            out.append((instr.upper(), args.strip()))
-    return out
-
-
-def image_entrypoint() -> list[str]:
-    return json.loads(next(a for i, a in dockerfile() if i == "ENTRYPOINT"))
-
-
-def package_dirs() -> list[str]:
-    """The folders pyproject.toml installs as ecocompress.* packages."""
-    return sorted(set(PYPROJECT["tool"]["setuptools"]["package-dir"].values()))
 
 
 def tool(name: str, install: str) -> str:
@@ -442,71 +415,6 @@ def test_receiver_module_exists(services):
     entry = argv(services["webhooks"]["entrypoint"])
     assert entry[:2] == ["python", "-m"]
     assert importlib.util.find_spec(entry[2]), f"webhooks: no module {entry[2]}"
-
-
-def test_healthcheck_script_fails_on_a_closed_port():
-    spec = importlib.util.spec_from_file_location("healthcheck", DOCKER / "healthcheck.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    # port 9 (discard) is closed on the test machine: refused at once
-    assert mod.main(["http://127.0.0.1:9/health", "--timeout", "2"]) == 1
-
-
-# --- the Dockerfile --------------------------------------------------------------------
-
-
-def test_dockerfile_pins_base_and_torch():
-    instr = dockerfile()
-    base = [a for i, a in instr if i == "FROM"]
-    assert len(base) == 1 and re.match(r"^python:3\.11\.\d+-slim", base[0]), base
-    args = dict(a.split("=", 1) for i, a in instr if i == "ARG" and "=" in a)
-    assert args.get("TORCH_VERSION") == "2.13.0"
-    torch = [a for i, a in instr if i == "RUN" and "torch==" in a]
-    assert torch and "download.pytorch.org/whl/cpu" in args.get("TORCH_INDEX", "")
-    assert '"torch==${TORCH_VERSION}"' in torch[0] and "${TORCH_INDEX}" in torch[0]
-
-
-def test_dockerfile_installs_the_project_not_editable():
-    runs = " ".join(a for i, a in dockerfile() if i == "RUN")
-    installs = re.findall(r"pip install ([^&]+)", runs)
-    assert not any(re.search(r"(^|\s)(-e|--editable)\b", x) for x in installs), installs
-    project = [x for x in installs if re.search(r"""(^|\s)["']?\.(\[[\w,]+\])?["']?(\s|$)""", x)]
-    assert project, f"no `pip install .` in {installs}"
-    assert "asyncpg" in project[0] and "pip check" in runs
-    deps = " ".join(PYPROJECT["project"]["dependencies"])
-    assert "psycopg2-binary" in deps
-    extra = re.search(r"\.\[([\w,]+)\]", project[0])
-    for name in extra.group(1).split(",") if extra else []:
-        assert name in PYPROJECT["project"]["optional-dependencies"], f"no extra {name}"
-
-
-def test_dockerfile_copies_every_package_folder():
-    copied = {src for i, a in dockerfile() if i == "COPY" for src in a.split()[:-1]}
-    for d in package_dirs() + ["pyproject.toml", "README.md"]:
-        assert d in copied, f"the image lacks {d} (pyproject maps it)"
-    ignore = (REPO / ".dockerignore").read_text().splitlines()
-    if "**" in ignore:  # an allow-list: each folder must be let back in
-        for d in package_dirs() + ["docker/healthcheck.py"]:
-            assert f"!{d}/" in ignore or f"!{d}" in ignore, f".dockerignore drops {d}"
-
-
-def test_dockerfile_runs_as_a_user_and_installs_nothing_at_start():
-    instr = dockerfile()
-    users = [(n, a) for n, (i, a) in enumerate(instr) if i == "USER"]
-    assert users and users[-1][1] not in ("root", "0"), "the image runs as root"
-    last_run = max(n for n, (i, _) in enumerate(instr) if i == "RUN")
-    assert users[-1][0] > last_run, "USER must come after the last install step"
-    for i, a in instr:
-        if i in ("CMD", "ENTRYPOINT"):
-            words = json.loads(a)  # exec form: signals reach the process
-            assert not INSTALL.search(" ".join(words)), f"{i} installs: {a}"
-    env = " ".join(a for i, a in instr if i == "ENV")
-    for setting in (
-        "DO_NOT_TRACK=true",
-        "MLFLOW_DISABLE_TELEMETRY=true",
-        "PREFECT_SERVER_ANALYTICS_ENABLED=false",
-    ):
-        assert setting in env, f"telemetry: {setting} missing"
 
 
 # --- Prefect reads every PREFECT_* variable the file sets (imports Prefect: slow) ------
