@@ -17,6 +17,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("worker", help="run a Prefect process worker for the deployments")
     p.add_argument("--pool", default=DEFAULT_POOL, help=f"work pool (default {DEFAULT_POOL})")
     p.add_argument("--name", default=None, help="worker name (default: Prefect's)")
+    p.add_argument(
+        "--with-healthcheck",
+        action="store_true",
+        help="serve Prefect's worker health check (PREFECT_WORKER_WEBSERVER_HOST/PORT)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
             "a worker takes runs from a Prefect server: start the stack (ecocompress server "
             "start) or set PREFECT_API_URL"
         )
-    argv = worker_argv(args.pool, args.name)
+    argv = worker_argv(args.pool, args.name) + (
+        ["--with-healthcheck"] if args.with_healthcheck else []
+    )
     os.execvp(argv[0], argv)
     return 0  # pragma: no cover
 
