@@ -120,7 +120,13 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _ui(args: argparse.Namespace) -> int:
+    from ecocompress.flows.stack import running_stack
     from ecocompress.metrics.tracking import tracking_uri
+
+    stack = None if os.environ.get("MLFLOW_TRACKING_URI") else running_stack()
+    if stack is not None:  # the stack's MLflow server already serves the UI
+        print(f"MLflow UI of the running stack: {stack['urls']['mlflow']}")
+        return 0
 
     uri = tracking_uri()
     print(f"mlflow ui --backend-store-uri {uri} --port {args.port}", file=sys.stderr)

@@ -223,7 +223,7 @@ def _conclude(
         memory_limit_gb=settings.memory_limit_gb,
         latency_limit_ms=settings.latency_limit_ms,
         accuracy_drop=settings.accuracy_drop,
-        reference_accuracy=ref["accuracy"] if ref else None,
+        reference_accuracy=ref.get("accuracy") if ref else None,
     )
     ok = [r for r in rows if r.get("status") == "ok"]
     rec = recommend(pd.DataFrame(ok), settings.weights, constraints) if ok else None

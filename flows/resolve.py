@@ -149,6 +149,12 @@ def search_settings(run: RunParams, space: SpaceParams, search: SearchParams):
         search.memory_limit,
         search.latency_limit,
     )
+    from ecocompress.metrics.types import PERPLEXITY_BENCHMARKS, PERPLEXITY_METRICS
+
+    accuracy_measured = any(b not in PERPLEXITY_BENCHMARKS for b in run.benchmarks)
+    if "accuracy" in weights and not accuracy_measured and not search.weights:
+        # perplexity alone measures quality: a profile's accuracy weight goes to it
+        weights = {PERPLEXITY_METRICS[0] if k == "accuracy" else k: v for k, v in weights.items()}
     reeval = search.reeval_limit
     if reeval is None and run.limit is not None:
         reeval = REEVAL_LIMIT_FACTOR * run.limit

@@ -199,7 +199,7 @@ def recommend(
             {
                 "candidate": r["candidate"],
                 "score": float(score[j]),
-                "accuracy": float(r["accuracy"]),
+                "accuracy": _num(r.get("accuracy")),  # absent when only perplexity ran
                 "accuracy_stderr": _num(r.get("accuracy_stderr")),
                 **{c: float(r[c]) for c in weights if c != "accuracy"},
             }
@@ -212,7 +212,8 @@ def recommend(
         second = ranking[1]
         se = _num(best.get("accuracy_stderr")) or 0.0
         se2 = second["accuracy_stderr"] or 0.0
-        if abs(second["accuracy"] - float(best["accuracy"])) <= (se * se + se2 * se2) ** 0.5:
+        acc, acc2 = _num(best.get("accuracy")), second["accuracy"]
+        if acc is not None and acc2 is not None and abs(acc2 - acc) <= (se * se + se2 * se2) ** 0.5:
             reason += (
                 f"; runner-up {second['candidate']} (score {second['score']:.3f}) has an "
                 "accuracy within one standard error"
