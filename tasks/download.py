@@ -9,7 +9,6 @@ is the dequantized GGUF model, not the original bf16 checkpoint.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -17,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from ecocompress.tasks.artifacts import ModelRef, cache_dir, sha256_file, sha256_text, sha256_tree
+from ecocompress.tasks.cache import COMPLETE, is_complete, mark_used, publish
 from ecocompress.tasks.errors import UserError
 
 ALIASES = ("gemma-3-270m",)
 HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.tiktoken"]
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
-_COMPLETE = "ecocompress-complete.json"  # marker written last into a converted folder
 # Bytes per element of safetensors dtype codes.
 _DTYPE_BYTES = {
     **dict.fromkeys(("F64", "I64", "U64"), 8),
@@ -85,10 +84,15 @@ def _config_dtype(folder: Path) -> str:
     return str(dt) if dt else "float32"
 
 
+def content_hash(folder: Path) -> str:
+    """sha256 of a model folder's files (``sha256_tree``), memoised on names, sizes, mtimes."""
+    return _memo_hash(folder, sha256_tree)
+
+
 def _ref(
     folder: Path, model: str, source: str, dtype: str, revision: str | None = None
 ) -> ModelRef:
-    content = _memo_hash(folder, sha256_tree)
+    content = content_hash(folder)
     return ModelRef(
         id=content[:24],
         path=str(folder),
@@ -102,10 +106,12 @@ def _ref(
 
 
 def convert_gguf(gguf: Path) -> Path:
-    """Dequantize ``gguf`` to an fp32 safetensors folder once; later calls return the folder."""
+    """Dequantize ``gguf`` to an fp32 safetensors folder once; later calls return the folder
+    (cache entry ``gguf/<first 16 hex digits of the file's sha256>``)."""
     digest = _memo_hash(gguf, sha256_file)
     out = cache_dir("gguf") / digest[:16]
-    if (out / _COMPLETE).is_file():
+    if is_complete("gguf", out):
+        mark_used("gguf", out.name)
         return out
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -120,10 +126,9 @@ def convert_gguf(gguf: Path) -> Path:
         model.hf_quantizer.remove_quantization_config(model)
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        (tmp / _COMPLETE).write_text(json.dumps({"gguf": str(gguf), "gguf_sha256": digest}))
-        if out.exists():  # an incomplete leftover of an interrupted conversion
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        # written last: its presence marks a complete folder
+        (tmp / COMPLETE["gguf"]).write_text(json.dumps({"gguf": str(gguf), "gguf_sha256": digest}))
+        publish(tmp, out, "gguf")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
