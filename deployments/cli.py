@@ -12,7 +12,9 @@ import importlib
 import sys
 
 # command -> module with add_parser(sub) and run(args)
-SERVICE_COMMANDS = {}
+SERVICE_COMMANDS = {
+    "cache": "ecocompress.deployments.cache",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
