@@ -358,3 +358,62 @@ def test_registry_pins_read_from_a_real_mlflow_store(home, monkeypatch, capsys):
     assert main("cache", "gc", "--max-size", "0") == 0
     assert capsys.readouterr().out.startswith("evicted pruned/unregistered")
     assert keys(cache.entries()) == ["pruned/registered"]
+
+
+@pytest.mark.slow  # an optimize and an evaluate on the tiny model: about 1-3 minutes
+def test_optimize_fills_the_cache_and_gc_keeps_the_registered_entry(
+    home, tiny_model_dir, shared_data_dir, capsys
+):
+    """A real search fills the cache with two pruned checkpoints and registers one; gc to 0
+    keeps exactly that one; the evicted one is rebuilt (not read from a stale Prefect
+    result) when a later command needs it."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    from ecocompress.flows.cli import parse_settings
+    from ecocompress.flows.resolve import flow_parameters, resolve
+    from ecocompress.flows.sweep import sweep_flow
+    from ecocompress.metrics import tracking
+
+    common = ["--model", str(tiny_model_dir), "--bits", "16", "--prune", "magnitude"]
+    common += ["--data-dir", str(shared_data_dir), "--limit", "2", "--experiment", "tiny-cache"]
+    with prefect_test_harness():
+        t0 = time.perf_counter()
+        rc = main(
+            "optimize",
+            *common,
+            *("--sparsity", "0.3,0.5", "--benchmarks", "commonsenseqa", "--reeval-limit", "2"),
+            *("--max-candidates", "2", "--thread-id", "cache1", "--quiet"),
+        )
+        t_optimize = time.perf_counter() - t0
+        assert rc == 0, capsys.readouterr().err[-2000:]
+        capsys.readouterr()
+        assert main("cache", "ls", "--json") == 0
+        filled = json.loads(capsys.readouterr().out)
+        assert [(e["kind"], e["complete"], e["held"]) for e in filled] == [
+            ("pruned", True, False)
+        ] * 2
+        [version] = tracking.model_version_tags()
+        registered = version["cache_entries"]
+        assert registered in {f"pruned/{e['id']}" for e in filled}
+        assert [e["pinned"] for e in filled].count(True) == 1
+        spec = {e["id"]: json.loads(Path(e["path"], "ref.json").read_text()) for e in filled}
+
+        assert main("cache", "gc", "--max-size", "0") == 0
+        out = capsys.readouterr().out
+        [evicted] = [e for e in filled if f"pruned/{e['id']}" != registered]
+        assert out.startswith(f"evicted pruned/{evicted['id']}")
+        assert keys(cache.entries()) == [registered]
+
+        # the evicted candidate evaluated on a new benchmark: the checkpoint is rebuilt
+        sparsity = str(json.loads(spec[evicted["id"]]["prune_spec"])["sparsity"])
+        argv = [*common, "--sparsity", sparsity, "--benchmarks", "truthfulqa", "--quiet"]
+        summary = sweep_flow(
+            **flow_parameters(resolve("evaluate", parse_settings("evaluate", argv)))
+        )
+    assert summary["n_ok"] == 1
+    assert any(s.endswith(":prune") for s in summary["executed_steps"])
+    assert cache.is_complete("pruned", evicted["path"])
+    print(
+        f"optimize (2 candidates) {t_optimize:.1f} s; entries "
+        f"{[e['size_bytes'] for e in filled]} bytes"
+    )
