@@ -99,15 +99,16 @@ def is_complete(kind: str, path: str | Path) -> bool:
     return (Path(path) / COMPLETE[kind]).is_file()
 
 
-def _meta(kind: str, id_: str, suffix: str) -> Path:
+def _meta(kind: str, id_: str, suffix: str, create: bool = False) -> Path:
     d = cache_dir(kind) / _META
-    d.mkdir(exist_ok=True)
+    if create:
+        d.mkdir(exist_ok=True)
     return d / f"{id_}.{suffix}"
 
 
 def mark_used(kind: str, id_: str) -> None:
     """Record a use of entry ``kind/id_`` now (atomically replaces its ``.used`` marker)."""
-    used = _meta(kind, id_, "used")
+    used = _meta(kind, id_, "used", create=True)
     tmp = used.with_name(f"{used.name}.{os.getpid()}-{secrets.token_hex(4)}")
     tmp.write_text(json.dumps({"pid": os.getpid(), "time": time.time()}))
     os.replace(tmp, used)
@@ -130,7 +131,7 @@ def _open_lock(kind: str, id_: str, mode: int) -> int | None:
     The lock file is re-checked after locking: eviction unlinks it, so a lock taken on an
     unlinked file (a new one may exist by now) guards nothing and is retried.
     """
-    lock = _meta(kind, id_, "lock")
+    lock = _meta(kind, id_, "lock", create=True)
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -148,7 +149,7 @@ def _open_lock(kind: str, id_: str, mode: int) -> int | None:
 
 def is_held(kind: str, id_: str) -> bool:
     """Whether a running flow holds entry ``kind/id_`` (never waits)."""
-    lock = cache_dir(kind) / _META / f"{id_}.lock"
+    lock = _meta(kind, id_, "lock")
     try:
         fd = os.open(lock, os.O_RDONLY)
     except FileNotFoundError:
@@ -182,8 +183,10 @@ def hold(path: str | Path) -> Iterator[bool]:
     fd = _open_lock(kind, id_, fcntl.LOCK_SH)
     assert fd is not None  # a blocking lock always returns an fd
     try:
-        mark_used(kind, id_)
-        yield is_complete(kind, path)
+        usable = is_complete(kind, path)
+        if usable:
+            mark_used(kind, id_)
+        yield usable
     finally:
         if is_complete(kind, path):
             mark_used(kind, id_)
