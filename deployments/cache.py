@@ -116,7 +116,8 @@ def _ls(args: argparse.Namespace) -> int:
         print(_table(ents))
     total = sum(e.size_bytes for e in ents)
     print(
-        f"{len(ents)} entries, {format_size(total)} in {home() / 'cache'}; "
+        f"{len(ents)} {'entry' if len(ents) == 1 else 'entries'}, {format_size(total)} in "
+        f"{home() / 'cache'}; "
         f"held {sum(e.held for e in ents)}, pinned "
         + (str(sum(bool(e.pinned) for e in ents)) if pins is not None else "unknown")
     )
