@@ -17,6 +17,7 @@ SERVICE_COMMANDS = {
     "deploy": "ecocompress.deployments.deploy",
     "watch": "ecocompress.deployments.watch",
     "worker": "ecocompress.deployments.worker",
+    "cache": "ecocompress.deployments.cache",
 }
 
 

@@ -14,7 +14,9 @@ import os
 import signal
 import time
 import traceback
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ecocompress.flows.params import RunParams
@@ -29,7 +31,9 @@ from ecocompress.flows.steps import (
 )
 from ecocompress.metrics.types import Status
 from ecocompress.tasks.artifacts import ModelRef
+from ecocompress.tasks.cache import hold
 from ecocompress.tasks.errors import EXCEPTIONS_TO_RAISE, UserError
+from ecocompress.tasks.prune import checkpoint_path
 from ecocompress.tasks.specs import CandidateSpec
 
 
@@ -51,17 +55,25 @@ class RunContext:
     executed_steps: list[str] = field(default_factory=list)
     step_seconds: dict[str, float] = field(default_factory=dict)  # wall s, this command
     energy_spent_kwh: float = 0.0
+    holds: ExitStack = field(default_factory=ExitStack)  # cache entries the command uses
 
 
 def _cached(state: Any) -> bool:
     return getattr(state, "name", "") == "Cached"
 
 
-def _run(ctx: RunContext, label: str, what: str, step: Any, **kwargs: Any) -> Any:
-    """Run a Prefect task, record whether it was a cache hit, return its result."""
+def _run(
+    ctx: RunContext, label: str, what: str, step: Any, refresh: bool = False, **kwargs: Any
+) -> Any:
+    """Run a Prefect task, record whether it was a cache hit, return its result.
+
+    ``refresh``: run it even if Prefect has a result (the checkpoint it names was evicted).
+    """
     ctx.progress.step(label, what)
     if step.persist_result:
         step = step.with_options(result_storage=results_storage())
+    if refresh:
+        step = step.with_options(refresh_cache=True)
     t0 = time.perf_counter()
     state = step(**kwargs, return_state=True)
     value = state.result()  # re-raises the task's exception
@@ -160,6 +172,14 @@ def _start_child(ctx: RunContext, cand: CandidateSpec, p: RunParams, tags: dict[
     )
 
 
+def _hold_checkpoint(ctx: RunContext, cand: CandidateSpec, p: RunParams) -> AbstractContextManager:
+    """Hold the candidate's pruned checkpoint while it is built and evaluated, so ``cache gc``
+    leaves it alone; yields ``False`` when it is not in the cache (the prune step must run)."""
+    data_dir = Path(p.data_dir) if p.data_dir else None
+    path = checkpoint_path(ctx.reference, cand.prune, data_dir)
+    return nullcontext(True) if path is None else hold(path)
+
+
 def _perplexity_metrics(benches: dict[str, dict[str, Any]]) -> dict[str, float]:
     """``perplexity/wikitext2``, its 95 % interval and the stderr of its log (the mean NLL)."""
     if "perplexity" not in benches:
@@ -180,12 +200,15 @@ def _evaluate(
 
     label = cand.label
     executed_before = len(ctx.executed_steps)
+    held = ExitStack()
     try:
+        usable = held.enter_context(_hold_checkpoint(ctx, cand, p))
         pruned, _ = _run(
             ctx,
             label,
             "prune",
             prune_step,
+            refresh=not usable,
             ref=ctx.reference,
             spec=cand.prune,
             data_dir=p.data_dir,
@@ -315,3 +338,5 @@ def _evaluate(
         row["failure_reason"] = reason
         ctx.progress.failed(label, reason)
         return row
+    finally:
+        held.close()

@@ -187,6 +187,8 @@ def optimize_flow(
     except BaseException:
         tracking.end_run(ctx.parent_run_id, "FAILED")
         raise
+    finally:
+        ctx.holds.close()
     summary.update(out)
     summary["search_co2_kg"] = co2_kg(ctx.energy_spent_kwh, ctx.intensity_g_per_kwh)
     tracking.log_metrics(
@@ -296,9 +298,14 @@ def registered_name(ctx: Any) -> str:
 def _register(ctx: Any, row: dict[str, Any], rec: dict[str, Any], profile: str | None) -> str:
     """Log the candidate's recipe on its run and register it with lineage and alias."""
     from ecocompress.metrics import tracking
+    from ecocompress.tasks.cache import PIN_TAG, pin_tag
+    from ecocompress.tasks.prune import checkpoint_path
 
     cand = CandidateSpec.model_validate_json(row["key"])
     ref = ctx.reference
+    data_dir = Path(ctx.params.data_dir) if ctx.params.data_dir else None
+    # the cache entries this version needs (its weights and its reference): gc keeps them
+    pins = pin_tag([ref.path, *filter(None, [checkpoint_path(ref, cand.prune, data_dir)])])
     recipe = {
         "candidate": cand.label,
         "reference": {
@@ -334,6 +341,7 @@ def _register(ctx: Any, row: dict[str, Any], rec: dict[str, Any], profile: str |
             "candidate_id": row.get("candidate_id"),
             "candidate": cand.label,
             "profile": alias,
+            PIN_TAG: pins,
         },
         description=f"{cand.label}: {rec['reason']}",
     )

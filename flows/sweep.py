@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from ecocompress.flows.candidate import RunContext, evaluate_candidate
 from ecocompress.flows.params import RunParams
 from ecocompress.flows.progress import Progress
 from ecocompress.flows.steps import data_hash, download_step
+from ecocompress.tasks.cache import hold
 from ecocompress.tasks.errors import UserError
 from ecocompress.tasks.specs import CandidateSpec
 
@@ -85,6 +87,8 @@ def sweep_flow(
     except BaseException:
         tracking.end_run(parent, "FAILED")
         raise
+    finally:
+        ctx.holds.close()
     summary["search_co2_kg"] = co2_kg(ctx.energy_spent_kwh, ctx.intensity_g_per_kwh)
     tracking.log_metrics(
         parent,
@@ -174,6 +178,12 @@ def open_context(
                 **(resume_tags or {}),
             },
         )
+    # Hold the converted reference for the whole command so `cache gc` leaves it alone; one
+    # evicted since it was resolved is resolved (converted) again, under the hold.
+    with ExitStack() as stack:
+        if not stack.enter_context(hold(reference.path)):
+            reference = download_step(params.model, params.revision)
+        holds = stack.pop_all()
     return RunContext(
         params=params,
         reference=reference,
@@ -186,6 +196,7 @@ def open_context(
         flow_run_id=flow_run_id,
         provenance=provenance,
         progress=progress,
+        holds=holds,
     )
 
 

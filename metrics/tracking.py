@@ -238,3 +238,20 @@ def register_candidate(
     )
     c.set_registered_model_alias(name, alias, v.version)
     return str(v.version)
+
+
+def model_version_tags() -> list[dict[str, str]]:
+    """Tags of every version of every registered model in the tracking store's registry.
+
+    Raises whatever the store raises when the registry cannot be read: a caller deciding
+    what is safe to delete must not mistake an unreadable registry for an empty one.
+    """
+    c = client()
+    out: list[dict[str, str]] = []
+    token = None
+    while True:
+        page = c.search_model_versions(max_results=1000, page_token=token)
+        out.extend(dict(v.tags or {}) for v in page)
+        token = page.token
+        if not token:
+            return out

@@ -9,7 +9,6 @@ is the dequantized GGUF model, not the original bf16 checkpoint.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -24,12 +23,12 @@ from ecocompress.tasks.artifacts import (
     sha256_tree,
     tracking_uri,
 )
+from ecocompress.tasks.cache import COMPLETE, is_complete, mark_used, publish
 from ecocompress.tasks.errors import UserError
 
 ALIASES = ("gemma-3-270m",)
 HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.tiktoken"]
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
-_COMPLETE = "ecocompress-complete.json"  # marker written last into a converted folder
 # Bytes per element of safetensors dtype codes.
 _DTYPE_BYTES = {
     **dict.fromkeys(("F64", "I64", "U64"), 8),
@@ -92,10 +91,15 @@ def _config_dtype(folder: Path) -> str:
     return str(dt) if dt else "float32"
 
 
+def content_hash(folder: Path) -> str:
+    """sha256 of a model folder's files (``sha256_tree``), memoised on names, sizes, mtimes."""
+    return memo_hash(folder, sha256_tree)
+
+
 def _ref(
     folder: Path, model: str, source: str, dtype: str, revision: str | None = None
 ) -> ModelRef:
-    content = memo_hash(folder, sha256_tree)
+    content = content_hash(folder)
     return ModelRef(
         id=content[:24],
         path=str(folder),
@@ -109,10 +113,12 @@ def _ref(
 
 
 def convert_gguf(gguf: Path) -> Path:
-    """Dequantize ``gguf`` to an fp32 safetensors folder once; later calls return the folder."""
+    """Dequantize ``gguf`` to an fp32 safetensors folder once; later calls return the folder
+    (cache entry ``gguf/<first 16 hex digits of the file's sha256>``)."""
     digest = memo_hash(gguf, sha256_file)
     out = cache_dir("gguf") / digest[:16]
-    if (out / _COMPLETE).is_file():
+    if is_complete("gguf", out):
+        mark_used("gguf", out.name)
         return out
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -127,10 +133,9 @@ def convert_gguf(gguf: Path) -> Path:
         model.hf_quantizer.remove_quantization_config(model)
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        (tmp / _COMPLETE).write_text(json.dumps({"gguf": str(gguf), "gguf_sha256": digest}))
-        if out.exists():  # an incomplete leftover of an interrupted conversion
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        # written last: its presence marks a complete folder
+        (tmp / COMPLETE["gguf"]).write_text(json.dumps({"gguf": str(gguf), "gguf_sha256": digest}))
+        publish(tmp, out, "gguf")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -194,7 +199,8 @@ def _from_mlflow_registry(name: str, version: str) -> Path:
     import mlflow.artifacts
 
     out = cache_dir("mlflow") / sha256_text(name, version, mv.source or "")[:16]
-    if (out / _COMPLETE).is_file():
+    if is_complete("mlflow", out):
+        mark_used("mlflow", out.name)
         return out
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
@@ -203,10 +209,9 @@ def _from_mlflow_registry(name: str, version: str) -> Path:
                 source, dst_path=str(tmp), tracking_uri=tracking_uri()
             )
         )
-        (got / _COMPLETE).write_text(json.dumps({"model": name, "version": version}))
-        if out.exists():  # an incomplete leftover of an interrupted download
-            shutil.rmtree(out)
-        os.replace(got, out)
+        # written last: its presence marks a complete folder
+        (got / COMPLETE["mlflow"]).write_text(json.dumps({"model": name, "version": version}))
+        publish(got, out, "mlflow")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from ecocompress.tasks.artifacts import ModelRef, cache_dir, derive_id
+from ecocompress.tasks.cache import COMPLETE, is_complete, mark_used, publish
 from ecocompress.tasks.errors import UserError
 from ecocompress.tasks.specs import PruneSpec
 
@@ -174,6 +174,15 @@ def _calibration_source(spec: PruneSpec, data_dir: Path | None) -> str:
     return f"|{sha256_file(f)}" if f.is_file() else "|missing"
 
 
+def checkpoint_path(ref: ModelRef, spec: PruneSpec, data_dir: Path | None) -> Path | None:
+    """Where ``prune(ref, spec, data_dir)`` keeps its checkpoint (cache entry ``pruned/<id>``);
+    ``None`` for a no-op spec (the reference itself is used)."""
+    if spec.is_noop:
+        return None
+    new_id = derive_id(ref.id, "prune", spec.canonical() + _calibration_source(spec, data_dir))
+    return cache_dir("pruned") / new_id
+
+
 def prune(ref: ModelRef, spec: PruneSpec, data_dir: Path | None) -> ModelRef:
     """Prune ``ref`` and save it as safetensors under ``cache_dir('pruned') / <id>`` (cached).
 
@@ -186,12 +195,14 @@ def prune(ref: ModelRef, spec: PruneSpec, data_dir: Path | None) -> ModelRef:
         The pruned model's ref: the parent's lineage fields plus ``prune_spec`` and
         ``achieved_sparsity``.
     """
-    if spec.is_noop:
+    out = checkpoint_path(ref, spec, data_dir)
+    if out is None:
         return ref
-    new_id = derive_id(ref.id, "prune", spec.canonical() + _calibration_source(spec, data_dir))
-    out = cache_dir("pruned") / new_id
-    if (out / "ref.json").is_file():
-        return ModelRef.model_validate_json((out / "ref.json").read_text())
+    new_id = out.name
+    marker = COMPLETE["pruned"]  # ref.json, written last
+    if is_complete("pruned", out):
+        mark_used("pruned", new_id)
+        return ModelRef.model_validate_json((out / marker).read_text())
 
     import torch
 
@@ -221,10 +232,8 @@ def prune(ref: ModelRef, spec: PruneSpec, data_dir: Path | None) -> ModelRef:
         tok.save_pretrained(tmp)
         (tmp / "prune_report.json").write_text(json.dumps(report, indent=1))
         # ref.json is written last: its presence marks a complete folder.
-        (tmp / "ref.json").write_text(new.model_dump_json(indent=1))
-        if out.exists():  # leftover of an interrupted run
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        (tmp / marker).write_text(new.model_dump_json(indent=1))
+        publish(tmp, out, "pruned")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return new
