@@ -187,7 +187,8 @@ def test_tampered_deliveries_are_refused(client, capture):
     assert capture.updates == []
 
 
-@pytest.mark.parametrize("skew", [-301, -3600, 301, 3600])
+# ahead by 330 s, not 301: the check runs later than the signing on a busy machine
+@pytest.mark.parametrize("skew", [-301, -3600, 330, 3600])
 def test_stale_deliveries_are_refused_both_directions(client, capture, skew):
     r = post_mlflow(client, *mlflow_delivery(timestamp=int(time.time()) + skew))
     assert r.status_code == 401 and r.json() == {"outcome": "stale"}
