@@ -14,6 +14,7 @@ live in ``ECOCOMPRESS_HOME/stack/``; ``stack.json`` is what other commands find 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import secrets
@@ -96,6 +97,12 @@ def _secrets() -> dict[str, str]:
     out = {}
     for var in ("ECOCOMPRESS_MLFLOW_WEBHOOK_SECRET", "ECOCOMPRESS_HF_WEBHOOK_SECRET"):
         out[var] = os.environ.get(var) or kept.get(var) or secrets.token_urlsafe(32)
+    # MLflow encrypts the webhook's secret with this Fernet key; without one each server worker
+    # makes up its own and cannot read what another stored ("InvalidToken", nothing delivered)
+    key = "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"
+    out[key] = (
+        os.environ.get(key) or kept.get(key) or base64.urlsafe_b64encode(os.urandom(32)).decode()
+    )
     if out != kept:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -156,6 +163,7 @@ def _commands(s: StackSettings, pool: str, worker: bool) -> dict[str, tuple[list
     else:
         backend = f"sqlite:///{root / 'mlflow.db'}"
     hosts = f"{s.host},{s.host}:{s.mlflow_port},localhost,localhost:{s.mlflow_port}"
+    receiver_secrets = {k: v for k, v in _secrets().items() if k.startswith("ECOCOMPRESS_")}
     out: dict[str, tuple[list[str], dict]] = {
         "prefect": (
             [py, "-m", "prefect", "server", "start", "--host", s.host]
@@ -170,6 +178,9 @@ def _commands(s: StackSettings, pool: str, worker: bool) -> dict[str, tuple[list
             {
                 **base_env,
                 # the registry's webhooks call the receiver on loopback
+                "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": _secrets()[
+                    "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"
+                ],
                 "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
                 "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
             },
@@ -177,7 +188,7 @@ def _commands(s: StackSettings, pool: str, worker: bool) -> dict[str, tuple[list
         "webhooks": (
             [py, "-m", "ecocompress.deployments.webhooks", "--host", s.host]
             + ["--port", str(s.webhook_port)],
-            {**base_env, **_secrets(), "PREFECT_API_URL": urls["prefect"]},
+            {**base_env, **receiver_secrets, "PREFECT_API_URL": urls["prefect"]},
         ),
     }
     if worker:
