@@ -34,9 +34,8 @@ def _ui_hint(summary: dict[str, Any]) -> str:
         return f"compare in the MLflow UI: {summary['ui_url']}"
     from ecocompress.metrics.mlflow_ui import runs_view_path
 
-    return "compare with: ecocompress ui, then open http://127.0.0.1:5000" + runs_view_path(
-        summary["experiment_id"]
-    )
+    path = runs_view_path(summary["experiment_id"])
+    return f"compare with: ecocompress ui, then open http://127.0.0.1:5000/{path}"
 
 
 def print_optimize_summary(summary: dict[str, Any]) -> None:

@@ -45,6 +45,8 @@ RANK_TAG = "pareto_rank"  # 0 = on the plain frontier
 CANDIDATE_TAG = "candidate"  # the label every candidate run carries (flows/candidate.py)
 RECIPE_PARAMS = ("bits", "quant_backend", "prune", "sparsity", "pattern")  # CandidateSpec.flat
 SECTION_NAME = "ecocompress: quality against cost"
+NOTE_TAG = "mlflow.note.content"  # the experiment's description, shown on every tab
+NOTE_PREFIX = "Candidates of ecocompress:"
 
 
 def _col(group: str, key: str) -> str:
@@ -119,10 +121,22 @@ def _envelope(state: dict[str, Any], now_ms: int) -> str:
 
 
 def publish_view(client: Any, experiment_id: str, objectives: Sequence[Objective]) -> None:
-    """Mark the experiment a model experiment and (re)write its saved comparison view."""
+    """Mark the experiment a model experiment, (re)write its saved comparison view, and
+    link that view from the experiment's description, which the UI shows above whatever
+    tab it opens on (the GenAI overview included). A description someone else wrote is
+    left alone."""
     client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     env = _envelope(view_state(objectives), int(time.time() * 1000))
     client.set_experiment_tag(experiment_id, VIEW_TAG_PREFIX + VIEW_ID, env)
+    note = client.get_experiment(experiment_id).tags.get(NOTE_TAG)
+    if note is None or note.startswith(NOTE_PREFIX):
+        link = runs_view_path(experiment_id)
+        client.set_experiment_tag(
+            experiment_id,
+            NOTE_TAG,
+            f"{NOTE_PREFIX} [compare them in the runs view]({link}) (objectives, `frontier` "
+            f"flag and recipe as columns; charts of quality against each cost).",
+        )
 
 
 def runs_view_path(experiment_id: str, mode: str = "TABLE") -> str:
@@ -131,14 +145,14 @@ def runs_view_path(experiment_id: str, mode: str = "TABLE") -> str:
     query = urlencode(
         {"workflowType": "machine_learning", "viewStateShareKey": VIEW_ID, "compareRunsMode": mode}
     )
-    return f"/#/experiments/{experiment_id}/runs?{query}"
+    return f"#/experiments/{experiment_id}/runs?{query}"
 
 
 def runs_view_url(tracking_uri: str, experiment_id: str, mode: str = "TABLE") -> str | None:
     """``runs_view_path`` on a tracking server; None for a local store (no server to open)."""
     if not tracking_uri.startswith(("http://", "https://")):
         return None
-    return tracking_uri.rstrip("/") + runs_view_path(experiment_id, mode)
+    return f"{tracking_uri.rstrip('/')}/{runs_view_path(experiment_id, mode)}"
 
 
 def _missing(v: Any) -> bool:
