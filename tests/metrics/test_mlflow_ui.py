@@ -195,6 +195,7 @@ def ui_sweep(mlflow_server, tiny_model_dir: Path, shared_data_dir: Path):
 
     from ecocompress.flows.cli import parse_settings
     from ecocompress.flows.resolve import flow_parameters, resolve
+    from ecocompress.flows.stack import EPHEMERAL_STARTUP_TIMEOUT_S
     from ecocompress.flows.sweep import sweep_flow
 
     argv = [
@@ -215,7 +216,8 @@ def ui_sweep(mlflow_server, tiny_model_dir: Path, shared_data_dir: Path):
         "--experiment",
         "ui-compare",
     ]
-    with prefect_test_harness():
+    # the harness's own 30 s start-up is missed on a busy machine
+    with prefect_test_harness(server_startup_timeout=EPHEMERAL_STARTUP_TIMEOUT_S):
         r = resolve("sweep", parse_settings("sweep", argv))
         return sweep_flow(**flow_parameters(r), quiet=True)
 
@@ -249,6 +251,7 @@ def test_ui_shows_candidates_objectives_and_pareto_html(mlflow_server, ui_sweep)
     from mlflow import MlflowClient
     from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=UI_WAIT_MS)  # its default is 5 s
     t0 = time.monotonic()
     shots = _artifacts_dir()
     exp_id = ui_sweep["experiment_id"]
