@@ -23,8 +23,19 @@ def print_summary(summary: dict[str, Any], params: Any) -> None:
     )
     print(
         f"MLflow parent run {summary['parent_run_id']} (experiment {summary['experiment_id']}); "
-        "open with: ecocompress ui"
+        + _ui_hint(summary)
     )
+
+
+def _ui_hint(summary: dict[str, Any]) -> str:
+    """Where to compare the candidates: the saved runs view on the server, or how to
+    start a UI on the local store and the page to open there."""
+    if summary.get("ui_url"):
+        return f"compare in the MLflow UI: {summary['ui_url']}"
+    from ecocompress.metrics.mlflow_ui import runs_view_path
+
+    path = runs_view_path(summary["experiment_id"])
+    return f"compare with: ecocompress ui, then open http://127.0.0.1:5000/{path}"
 
 
 def print_optimize_summary(summary: dict[str, Any]) -> None:

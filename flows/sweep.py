@@ -251,6 +251,7 @@ def finish(
     if hv is not None:
         metrics["hypervolume"] = hv
     tracking.log_metrics(ctx.parent_run_id, metrics)
+    ui_url = tracking.publish_comparison(ctx.experiment_id, objectives, front)
     return {
         "rows": rows,
         "front": front,
@@ -263,4 +264,5 @@ def finish(
         "report_dir": str(out_dir),
         "screening": ctx.params.screening,
         "energy_spent_kwh": ctx.energy_spent_kwh,
+        "ui_url": ui_url,
     }

@@ -60,8 +60,13 @@ def get_or_create_experiment(name: str) -> str:
     location = None
     if not tracking_uri().startswith(("http://", "https://", "databricks")):
         location = (home() / "mlartifacts" / name).as_uri()
+    from ecocompress.metrics.mlflow_ui import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+
     try:
-        return c.create_experiment(name, artifact_location=location)
+        # a model experiment, not a GenAI one (see metrics/mlflow_ui.py for what the UI reads)
+        return c.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
     except MlflowException:  # another thread created it first
         exp = c.get_experiment_by_name(name)
         if exp is None:
@@ -148,6 +153,25 @@ def set_tags(run_id: str, tags: dict[str, Any]) -> None:
     c = client()
     for k, v in tags.items():
         c.set_tag(run_id, k, str(v))
+
+
+def publish_comparison(experiment_id: str, objectives: list, front: Any) -> str | None:
+    """Make a finished command's results comparable in the MLflow UI.
+
+    Tags each candidate run ``frontier=yes|no`` and ``pareto_rank`` (from ``front``, the
+    ``pareto_front`` table with ``run_id``), and (re)writes the experiment's saved view
+    (objectives, frontier flag and recipe as columns, quality-against-cost charts).
+
+    Returns:
+        The link that opens that view on a tracking server; None for a local store.
+    """
+    from ecocompress.metrics import mlflow_ui
+
+    records = front.to_dict("records") if hasattr(front, "to_dict") else list(front)
+    for run_id, tags in mlflow_ui.frontier_tags(records).items():
+        set_tags(run_id, tags)
+    mlflow_ui.publish_view(client(), experiment_id, objectives)
+    return mlflow_ui.runs_view_url(tracking_uri(), experiment_id)
 
 
 def log_text(run_id: str, text: str, name: str) -> None:
