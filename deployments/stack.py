@@ -248,7 +248,7 @@ def start(s: StackSettings, worker: bool = True, pool: str = DEFAULT_POOL) -> in
             print(f"ecocompress: the stack already runs ({state['urls']['prefect']})")
             return 0
         raise UserError("a stack of this home is partly running: ecocompress server stop first")
-    ports = {"prefect": s.prefect_port, "mlflow": s.mlflow_port, "webhooks": s.webhook_port}
+    ports = {"prefect": s.prefect_port, "mlflow": s.mlflow_port, "webhook": s.webhook_port}
     for name, port in ports.items():
         if not _port_free(s.host, port):
             raise UserError(f"port {port} ({name}) on {s.host} is in use: pass --{name}-port")
