@@ -25,6 +25,7 @@ from ecocompress.tasks.artifacts import (
 )
 from ecocompress.tasks.cache import COMPLETE, is_complete, mark_used, publish
 from ecocompress.tasks.errors import UserError
+from ecocompress.tasks.model_files import check_gguf, check_model_folder, read_config
 
 ALIASES = ("gemma-3-270m",)
 HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.tiktoken"]
@@ -63,7 +64,7 @@ def weight_bytes(folder: Path) -> int:
 
     A tied output head stored next to its embedding is counted once.
     """
-    cfg = json.loads((folder / "config.json").read_text())
+    cfg = read_config(folder)
     tied = cfg.get(
         "tie_word_embeddings", cfg.get("text_config", {}).get("tie_word_embeddings", True)
     )
@@ -86,7 +87,7 @@ def weight_bytes(folder: Path) -> int:
 
 
 def _config_dtype(folder: Path) -> str:
-    cfg = json.loads((folder / "config.json").read_text())
+    cfg = read_config(folder)
     dt = cfg.get("dtype") or cfg.get("torch_dtype") or cfg.get("text_config", {}).get("dtype")
     return str(dt) if dt else "float32"
 
@@ -260,6 +261,7 @@ def resolve_model(model: str, revision: str | None = None) -> ModelRef:
         return _ref(folder, m["name"], "mlflow", _config_dtype(folder), revision=m["version"])
     path = Path(model).expanduser()
     if path.is_file() and path.suffix == ".gguf":
+        check_gguf(path)  # garbage or truncated: one line, not a converter's traceback
         return _ref(convert_gguf(path.resolve()), model, "gguf", "float32")
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -282,6 +284,40 @@ def resolve_model(model: str, revision: str | None = None) -> ModelRef:
     if not (folder / "config.json").is_file():
         raise UserError(f"Hub model {model!r} has no config.json: not a transformers model")
     return _ref(folder, model, "hub", _config_dtype(folder), revision=sha)
+
+
+def check_model(model: str, revision: str | None = None) -> None:
+    """The cheap part of ``resolve_model``, run before any server starts or file is
+    converted: a local model's files are read as far as their headers, an offline Hub id
+    must be in the local cache. The built-in alias and the MLflow registry are checked
+    when resolved.
+
+    Raises:
+        UserError: the model cannot be used, naming the file or the id.
+    """
+    if model in ALIASES or MLFLOW_MODEL.match(model):
+        return
+    path = Path(model).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        check_gguf(path)
+    elif path.is_dir():
+        check_model_folder(path)
+    elif path.exists():
+        raise UserError(
+            f"model file {path} is not a .gguf file: pass a .gguf file or a model folder"
+        )
+    elif looks_like_path(model):
+        raise UserError(f"model path {model!r} does not exist")
+    elif not valid_repo_id(model):
+        raise UserError(
+            f"unknown model {model!r}: pass {', '.join(ALIASES)}, a .gguf file, a model folder "
+            "or a Hugging Face Hub id such as org/name"
+        )
+    else:
+        import huggingface_hub.constants as hc
+
+        if hc.HF_HUB_OFFLINE:  # no network: a cache miss is known now, not after a server
+            _from_hub(model, revision)
 
 
 def load_reference_model(ref: ModelRef, dtype: str = "float32") -> tuple[Any, Any]:
