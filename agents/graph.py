@@ -27,6 +27,7 @@ from ecocompress.tasks.errors import UserError
 
 class SearchState(TypedDict, total=False):
     settings: dict[str, Any]
+    run: dict[str, Any] | None  # the evaluation settings (the flows' RunParams, as JSON)
     observation: dict[str, Any] | None
     history: Annotated[list[dict[str, Any]], operator.add]
     decisions: Annotated[list[dict[str, Any]], operator.add]
@@ -287,8 +288,19 @@ def sqlite_checkpointer(path: str):
     return SqliteSaver(conn)
 
 
-def thread_exists(graph: Any, thread_id: str, settings: SearchSettings) -> bool:
+def differing(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Names whose values differ, of the settings both hold (one added since is not)."""
+    return sorted(k for k in new.keys() & old.keys() if old[k] != new[k])
+
+
+def thread_exists(
+    graph: Any, thread_id: str, settings: SearchSettings, run: dict[str, Any] | None = None
+) -> bool:
     """True when the thread has a checkpoint (a resume).
+
+    Args:
+        run: the evaluation settings (JSON) the thread is resumed with; compared with the
+            ones it was started with when its checkpoint holds them.
 
     Raises:
         UserError: the thread was started with other settings (the differing fields named).
@@ -297,28 +309,38 @@ def thread_exists(graph: Any, thread_id: str, settings: SearchSettings) -> bool:
     if not snap.values:
         return False
     a = SearchSettings.model_validate(snap.values["settings"]).model_dump(mode="json")
-    b = settings.model_dump(mode="json")
-    diff = sorted(k for k in b if a.get(k) != b[k])
+    diff = differing(a, settings.model_dump(mode="json"))
+    old_run = snap.values.get("run")
+    if run is not None and old_run is not None:
+        diff += [k for k in differing(old_run, run) if k not in diff]
     if diff:
+        verb = "differs" if len(diff) == 1 else "differ"
         raise UserError(
-            f"thread {thread_id!r} was started with other settings ({', '.join(diff)} differ): "
+            f"thread {thread_id!r} was started with other settings ({', '.join(diff)} {verb}): "
             "resume it with the same command, or pass a new --thread-id"
         )
     return True
 
 
-def run_search(graph: Any, thread_id: str, settings: SearchSettings, evaluate) -> dict[str, Any]:
+def run_search(
+    graph: Any,
+    thread_id: str,
+    settings: SearchSettings,
+    evaluate,
+    run: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Drive the graph until it stops; ``evaluate(proposal, index)`` returns the observation.
 
     Resumes the thread if its checkpoint exists (finishing an interrupted step first, then
-    evaluating the pending proposal), else starts it with ``settings``.
+    evaluating the pending proposal), else starts it with ``settings`` (and ``run``, the
+    evaluation settings a resume is checked against).
 
     Raises:
         UserError: the thread exists with other settings.
     """
     config = {"configurable": {"thread_id": thread_id}, "recursion_limit": 50}
-    if not thread_exists(graph, thread_id, settings):
-        graph.invoke({"settings": settings.model_dump(mode="json")}, config)
+    if not thread_exists(graph, thread_id, settings, run):
+        graph.invoke({"settings": settings.model_dump(mode="json"), "run": run}, config)
     elif graph.get_state(config).next:  # an invocation was interrupted between nodes
         graph.invoke(None, config)
     while True:

@@ -36,6 +36,27 @@ from ecocompress.tasks.specs import (
 
 DEFAULT_MODEL = "gemma-3-270m"
 DEFAULT_COUNTRY = "USA"
+# An experiment's artifacts go to $ECOCOMPRESS_HOME/mlartifacts/<name>: one folder name,
+# short enough for a file system (255 bytes) and MLflow (500 characters).
+EXPERIMENT_NAME_MAX = 200
+
+
+def check_experiment_name(name: str) -> str:
+    """``name`` if it can name an experiment (and its artifact folder), else ValueError."""
+    if not name.strip():
+        raise ValueError("experiment name is empty")
+    if len(name) > EXPERIMENT_NAME_MAX:
+        raise ValueError(
+            f"experiment name is {len(name)} characters long: at most {EXPERIMENT_NAME_MAX}"
+        )
+    if "/" in name or "\\" in name or name in (".", ".."):
+        raise ValueError(
+            f"experiment {name!r} must be a plain name, not a path (no '/', '\\', '.' or '..'): "
+            "its artifacts are kept under ECOCOMPRESS_HOME"
+        )
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ValueError(f"experiment {name!r} contains control characters")
+    return name
 
 
 def _csv_items(name: str, kind: type):
@@ -129,6 +150,11 @@ class RunParams(Spec):
     _benchmark_list = _csv_items("benchmarks", str)
     _bbh_list = _csv_items("bbh_tasks", str)
 
+    @field_validator("experiment")
+    @classmethod
+    def _experiment(cls, v: str | None) -> str | None:
+        return v if v is None else check_experiment_name(v)
+
     @field_validator("carbon_intensity")
     @classmethod
     def _intensity(cls, v: float | None) -> float | None:
@@ -208,6 +234,24 @@ class RunParams(Spec):
             )
             for b in self.benchmarks
         ]
+
+    def experiment_name(self) -> str:
+        """The MLflow experiment: ``experiment``, else the model's own name (a Hub id's or a
+        file's last part, a registered model's name).
+
+        Raises:
+            ValueError: the model's name cannot name an experiment.
+        """
+        if self.experiment:
+            return self.experiment
+        from ecocompress.tasks.download import MLFLOW_MODEL
+
+        m = MLFLOW_MODEL.match(self.model)
+        path = Path(m["name"] if m else self.model)
+        name = path.name
+        if name in ("", ".", ".."):  # `--model .`: the folder's own name
+            name = path.expanduser().resolve().name
+        return check_experiment_name(name)
 
     @property
     def screening(self) -> bool:

@@ -114,9 +114,34 @@ def resolve(command: str, values: Mapping[str, Any]) -> Resolved:
                 "use sweep for a grid"
             )
     candidates = space.candidates(search=search is not None)
+    _check_combinations(space, candidates, search=search is not None)
     settings = search_settings(run, space, search) if search is not None else None
     study = StudyParams.model_validate(parts[StudyParams]) if command == "study" else None
     return Resolved(command, run, candidates, search, settings, study)
+
+
+def _check_combinations(space: SpaceParams, candidates: list[CandidateSpec], search: bool) -> None:
+    """Refuse axes that make no candidate: an empty list, or a ``--bits`` value given that
+    no backend given can quantize to (said with the reason, not found missing later).
+
+    Raises:
+        UserError: naming the bits, the backends and why.
+    """
+    from ecocompress.tasks.specs import UNSUPPORTED
+
+    axes = space.axes(search)
+    made = {c.quant.bits for c in candidates}
+    asked = axes["bits"] if space.bits is not None or not candidates else []
+    for b in asked:
+        if b in made:
+            continue
+        why = "; ".join(
+            dict.fromkeys(UNSUPPORTED.get((qb, b), "unsupported") for qb in axes["quant_backend"])
+        )
+        raise UserError(
+            f"--bits {b} with --quant-backend {','.join(axes['quant_backend'])} makes no "
+            f"candidate: {why}"
+        )
 
 
 def search_settings(run: RunParams, space: SpaceParams, search: SearchParams):

@@ -104,6 +104,31 @@ def _objectives(params: RunParams) -> list:
     return parse_objectives(params.objectives)
 
 
+def _check_resumed_params(old: str | None, params: RunParams, tags: dict | None) -> None:
+    """A re-opened parent run must have been started with the same evaluation settings
+    (threads checkpointed before they stored them are checked here, against MLflow).
+
+    Raises:
+        UserError: naming the settings that differ.
+    """
+    from ecocompress.agents.graph import differing
+
+    try:
+        before = json.loads(old) if old else None
+    except json.JSONDecodeError:  # cut at MLflow's length limit: nothing to compare
+        before = None
+    if not isinstance(before, dict):
+        return
+    diff = differing(before, params.model_dump(mode="json"))
+    if diff:
+        thread = (tags or {}).get("optimize_thread_id", "?")
+        verb = "differs" if len(diff) == 1 else "differ"
+        raise UserError(
+            f"thread {thread!r} was started with other settings ({', '.join(diff)} {verb}): "
+            "resume it with the same command, or pass a new --thread-id"
+        )
+
+
 def open_context(
     params: RunParams,
     command: str,
@@ -139,7 +164,7 @@ def open_context(
     progress.note(f"resolving model {params.model} ...")
     reference = download_step(params.model, params.revision)
 
-    experiment = params.experiment or Path(reference.model_name).name
+    experiment = params.experiment_name()
     experiment_id = tracking.get_or_create_experiment(experiment)
     provenance = tracking.provenance_tags()
     flow_run_id = str(flow_run.id or "none")
@@ -150,6 +175,7 @@ def open_context(
     ]
     if previous:
         parent = previous[0].info.run_id
+        _check_resumed_params(previous[0].data.params.get("run_params"), params, resume_tags)
         tracking.reopen_run(parent)
     else:
         parent = tracking.start_parent_run(

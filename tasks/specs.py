@@ -171,6 +171,12 @@ class CandidateSpec(Spec):
         }
 
 
+# (backend, bits) pairs that make no candidate, and why.
+UNSUPPORTED = {
+    ("torchao", 4): "torchao here is int8 weight-only; 4-bit is bitsandbytes NF4",
+}
+
+
 def candidate_grid(
     bits: list[int],
     prune: list[str],
@@ -185,8 +191,8 @@ def candidate_grid(
     """
     seen: dict[str, CandidateSpec] = {}
     for b, m, s, p, qb in itertools.product(bits, prune, sparsity, pattern, quant_backend):
-        if qb == "torchao" and b == 4:
-            continue  # torchao here is int8 weight-only; 4-bit is bitsandbytes NF4
+        if (qb, b) in UNSUPPORTED:
+            continue
         c = CandidateSpec(
             prune=PruneSpec(method=m, sparsity=s, pattern=p), quant=QuantSpec(bits=b, backend=qb)
         )

@@ -134,9 +134,14 @@ def read_records(path: Path, reader: str, shown: str) -> list[Record]:
     """
     if not path.is_file():
         raise UserError(f"benchmark data file not found: {path}")
-    if reader == "jsonl":
-        return list(_jsonl(path, shown))
-    text = path.read_text(encoding="utf-8")
+    try:
+        if reader == "jsonl":
+            return list(_jsonl(path, shown))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{shown} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except (OSError, EOFError) as exc:  # a corrupt .gz
+        raise UserError(f"{shown} cannot be read: {exc}") from None
     try:
         top = json.loads(text)
     except json.JSONDecodeError as e:
