@@ -16,7 +16,13 @@ from typing import Any
 
 from ecocompress.flows.flags import add_flags, given
 from ecocompress.flows.params import RunParams, SpaceParams
-from ecocompress.flows.resolve import COMMANDS, flow_parameters, load_spec_file, resolve
+from ecocompress.flows.resolve import (
+    COMMANDS,
+    Resolved,
+    flow_parameters,
+    load_spec_file,
+    resolve,
+)
 from ecocompress.flows.search_params import SearchParams, StudyParams
 
 EPILOG = """examples:
@@ -103,8 +109,19 @@ def build_parser() -> argparse.ArgumentParser:
         )
         g.add_argument("--quiet", action="store_true", help="no progress lines")
     u = sub.add_parser("ui", help="start the MLflow UI on the tracking store")
-    u.add_argument("--port", type=int, default=5000)
+    u.add_argument("--port", type=port, default=5000, help="TCP port, 1 to 65535")
     return p
+
+
+def port(text: str) -> int:
+    """A TCP port number (argparse type): 1 to 65535."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"port {n} is out of range 1 to 65535")
+    return n
 
 
 def parse_settings(command: str, argv: list[str]) -> dict[str, Any]:
@@ -172,8 +189,9 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
 
 
-def run(args: argparse.Namespace) -> int:
-    r = resolve(args.command, settings_of(args))
+def run(args: argparse.Namespace, r: Resolved | None = None) -> int:
+    """Run the command; ``r``: its settings, already resolved (and checked)."""
+    r = r or resolve(args.command, settings_of(args))
     if args.command == "optimize":
         from ecocompress.flows.search_cli import run_optimize
 
@@ -203,10 +221,14 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
         _quiet_libraries()
 
     def connected_run(args: argparse.Namespace) -> int:
+        from ecocompress.flows.preflight import preflight
         from ecocompress.flows.stack import connect
 
+        # bad input is refused before any server is contacted or started
+        r = resolve(args.command, settings_of(args))
+        preflight(r)
         connect(quiet=args.quiet)
-        return run(args)
+        return run(args, r)
 
     return guarded(connected_run, args)
 

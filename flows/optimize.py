@@ -37,9 +37,11 @@ from ecocompress.tasks.specs import CandidateSpec
 
 
 def checkpoint_path() -> Path:
-    d = home() / "agent"
-    d.mkdir(parents=True, exist_ok=True)
-    return d / "checkpoints.sqlite"
+    from ecocompress.flows.preflight import CHECKPOINTS
+
+    path = home() / CHECKPOINTS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def load_chat_model(spec: str | None) -> Any:
@@ -90,7 +92,8 @@ def optimize_flow(
         sqlite_checkpointer(str(checkpoint_path())),
         chat_model=load_chat_model(llm) if settings.policy == "llm" else None,
     )
-    resumed = thread_exists(graph, thread_id, settings)  # before any work: refuse a mismatch
+    run = params.model_dump(mode="json")  # stored with the thread: a resume must match it
+    resumed = thread_exists(graph, thread_id, settings, run)  # before any work
     objectives = _objectives(params)
     ctx = open_context(
         params,
@@ -162,7 +165,7 @@ def optimize_flow(
         return json.loads(json.dumps(row, default=str))
 
     try:
-        values = run_search(graph, thread_id, settings, evaluate)
+        values = run_search(graph, thread_id, settings, evaluate, run)
         # one row per candidate, its highest-fidelity evaluation, in first-seen order
         rows = list(view_of(settings, values.get("history", [])).latest().values())
         if settings.fidelities:
