@@ -21,8 +21,9 @@ _CHUNK = 1 << 20
 
 
 def preflight(r: Resolved) -> None:
-    """Refuse what the flows would refuse later: the experiment name, the model's files,
-    the benchmark data's files, and a resumed thread's settings.
+    """Refuse what the flows would refuse later: the experiment name, the objectives, the
+    country's grid, the model's files, the benchmark data's files, and a resumed thread's
+    settings.
 
     Raises:
         UserError: one line naming the setting or the file.
@@ -31,6 +32,11 @@ def preflight(r: Resolved) -> None:
         r.run.experiment_name()
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    from ecocompress.metrics.carbon import resolve_intensity
+    from ecocompress.metrics.types import parse_objectives
+
+    parse_objectives(r.run.objectives)
+    resolve_intensity(r.run.country, r.run.carbon_intensity)  # an unknown --country
     from ecocompress.tasks.download import check_model
 
     check_model(r.run.model, r.run.revision)
@@ -113,5 +119,8 @@ def check_thread(r: Resolved, thread_id: str) -> None:
         return
     from ecocompress.agents.graph import build_graph, sqlite_checkpointer, thread_exists
 
-    graph = build_graph(sqlite_checkpointer(str(path)))
-    thread_exists(graph, thread_id, r.settings, r.run.model_dump(mode="json"))
+    saver = sqlite_checkpointer(str(path))
+    try:
+        thread_exists(build_graph(saver), thread_id, r.settings, r.run.model_dump(mode="json"))
+    finally:
+        saver.conn.close()  # the flow opens its own
