@@ -312,7 +312,7 @@ def thread_exists(
     diff = differing(a, settings.model_dump(mode="json"))
     old_run = snap.values.get("run")
     if run is not None and old_run is not None:
-        diff += [k for k in differing(old_run, run) if k not in diff]
+        diff = sorted({*diff, *differing(old_run, run)})
     if diff:
         verb = "differs" if len(diff) == 1 else "differ"
         raise UserError(

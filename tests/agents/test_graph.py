@@ -127,3 +127,19 @@ def test_a_thread_resumes_from_the_sqlite_checkpoint_with_the_same_decisions(tmp
     assert [h["key"] for h in v["history"]] == [h["key"] for h in full["history"]]
     with pytest.raises(UserError, match=r"other settings \(max_candidates, policy, seed differ\)"):
         run_search(build_graph(sqlite_checkpointer(db)), "t1", settings(max_candidates=7), observe)
+
+
+def test_a_thread_keeps_its_evaluation_settings_and_refuses_others(tmp_path):
+    """run_search stores ``run`` (the flows' RunParams) with the thread; a resume with
+    other ones is refused naming them, one without them (an old caller) is not checked."""
+    from ecocompress.agents.graph import thread_exists
+
+    s = settings(policy="grid", max_candidates=2)
+    run = {"benchmarks": ["commonsenseqa"], "country": "USA", "batch_size": 4}
+    db = str(tmp_path / "ck.sqlite")
+    v = run_search(build_graph(sqlite_checkpointer(db)), "t1", s, observe, run)
+    assert v["run"] == run
+    g = build_graph(sqlite_checkpointer(db))
+    assert thread_exists(g, "t1", s, run) and thread_exists(g, "t1", s, None)
+    with pytest.raises(UserError, match=r"\(batch_size, country differ\)"):
+        thread_exists(g, "t1", s, {**run, "country": "FRA", "batch_size": 8})
