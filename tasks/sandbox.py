@@ -5,6 +5,8 @@ The program runs inside ``bwrap`` (Debian/Ubuntu package ``bubblewrap``), which 
   Python prefix, read-only; no ``/etc``, no home directory, no ``/work``, no host ``/tmp``;
   the program itself is a read-only file; the one writable place is a private tmpfs at
   ``/tmp`` of ``WORK_BYTES`` (the disk quota), gone when the run ends;
+- the standard library only: the interpreter starts without ``site`` (no site-packages,
+  no ``.pth`` code), and the prelude adds ``exit``/``quit`` back;
 - its own network namespace (nothing but a down loopback: no TCP, no abstract UNIX
   sockets), PID namespace (it sees and signals only its own processes; when it exits
   or is killed, the kernel kills every process left in it), IPC and UTS namespaces;
@@ -57,7 +59,10 @@ for _name, _value in (("AS", _lim["as"]), ("CPU", _lim["cpu"]), ("FSIZE", _lim["
                       ("NOFILE", _lim["nofile"]), ("NPROC", _lim["nproc"]), ("CORE", 0)):
     resource.setrlimit(getattr(resource, "RLIMIT_" + _name), (_value, _value))
 del os, resource, _uid, _lim, _name, _value
-import site; site.main()
+import builtins, _sitebuiltins  # exit() and quit() without site: no site-packages, no .pth
+builtins.exit = _sitebuiltins.Quitter("exit", "Ctrl-D (i.e. EOF)")
+builtins.quit = _sitebuiltins.Quitter("quit", "Ctrl-D (i.e. EOF)")
+del builtins, _sitebuiltins
 _path = sys.argv[1]
 sys.argv = [_path]
 with open(_path, encoding="utf-8") as _f:
