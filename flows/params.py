@@ -193,8 +193,13 @@ class RunParams(Spec):
         if "humaneval" in self.benchmarks and not self.allow_code_execution:
             raise ValueError(
                 "benchmark humaneval executes model-written code: pass --allow-code-execution "
-                "to run it (sandboxed subprocess, no network, time and memory limits)"
+                "to run it (in a bubblewrap sandbox: no network, no host files, time, memory, "
+                "disk and process limits)"
             )
+        if "humaneval" in self.benchmarks:
+            from ecocompress.tasks.sandbox import require_sandbox
+
+            require_sandbox()  # UserError naming what to install, before any server starts
         return self
 
     def _objectives_measured(self) -> None:

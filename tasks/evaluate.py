@@ -108,8 +108,8 @@ def evaluate_benchmark(
             it must be allowed explicitly.
 
     Raises:
-        UserError: code execution not allowed for humaneval, unknown bbh subtask, or
-            missing / malformed data files.
+        UserError: code execution not allowed for humaneval (or no working bubblewrap),
+            unknown bbh subtask, or missing / malformed data files.
     """
     if spec.benchmark == "perplexity":
         from ecocompress.tasks.perplexity import evaluate_perplexity
@@ -126,6 +126,10 @@ def evaluate_benchmark(
         raise UserError(
             "humaneval executes model-written code: pass --allow-code-execution to run it"
         )
+    if bench.name == "humaneval":
+        from ecocompress.tasks.sandbox import require_sandbox
+
+        require_sandbox()  # no bwrap: refused before generating, not at the first scored item
     if bench.max_fewshot is not None and spec.num_fewshot > bench.max_fewshot:
         raise UserError(
             f"num_fewshot {spec.num_fewshot} is too many for {bench.name}: allowed 0 to {bench.max_fewshot}"

@@ -95,3 +95,16 @@ def test_run_params_eval_specs_follow_the_order_asked(shared_data_dir):
     specs = p.eval_specs()
     assert [s.benchmark for s in specs] == ["truthfulqa", "gsm8k"]
     assert specs[1].num_fewshot == 2 and specs[0].limit == 3
+
+
+def test_humaneval_without_bwrap_is_refused_up_front(monkeypatch: pytest.MonkeyPatch):
+    import ecocompress.tasks.sandbox as sandbox
+    from ecocompress.tasks.errors import UserError
+
+    monkeypatch.setattr(sandbox, "_bwrap_path", lambda: None)
+    sandbox.require_sandbox.cache_clear()
+    try:
+        with pytest.raises(UserError, match="install bubblewrap"):
+            RunParams(benchmarks=("humaneval",), allow_code_execution=True)
+    finally:
+        sandbox.require_sandbox.cache_clear()
