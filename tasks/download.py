@@ -23,7 +23,7 @@ from ecocompress.tasks.artifacts import (
     sha256_tree,
     tracking_uri,
 )
-from ecocompress.tasks.cache import COMPLETE, is_complete, mark_used, publish
+from ecocompress.tasks.cache import COMPLETE, mark_used, publish, reusable
 from ecocompress.tasks.errors import UserError
 
 ALIASES = ("gemma-3-270m",)
@@ -117,7 +117,7 @@ def convert_gguf(gguf: Path) -> Path:
     (cache entry ``gguf/<first 16 hex digits of the file's sha256>``)."""
     digest = memo_hash(gguf, sha256_file)
     out = cache_dir("gguf") / digest[:16]
-    if is_complete("gguf", out):
+    if reusable("gguf", out):  # every file re-hashed against the entry's manifest
         mark_used("gguf", out.name)
         return out
     import torch
@@ -199,7 +199,7 @@ def _from_mlflow_registry(name: str, version: str) -> Path:
     import mlflow.artifacts
 
     out = cache_dir("mlflow") / sha256_text(name, version, mv.source or "")[:16]
-    if is_complete("mlflow", out):
+    if reusable("mlflow", out):
         mark_used("mlflow", out.name)
         return out
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
