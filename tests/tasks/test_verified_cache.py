@@ -140,3 +140,17 @@ def test_a_corrupt_pruned_checkpoint_is_rebuilt_to_the_same_bytes(
     assert "cache entry pruned/" in capsys.readouterr().err
     assert again == first and (out / cache.MANIFEST).read_text() == manifest
     assert cache.mismatch(out) is None  # rebuilt: every file as it was first published
+
+
+def test_a_gguf_corrupted_behind_its_memo_is_hashed_again_before_converting(home, tmp_path):
+    from ecocompress.tasks.artifacts import sha256_file
+    from ecocompress.tasks.download import GGUFMismatch, convert_gguf, memo_hash
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(os.urandom(MB))
+    good = memo_hash(gguf, sha256_file)
+    zero_same_size(gguf, 1000, 64)
+    assert memo_hash(gguf, sha256_file) == good  # the memo alone cannot tell
+    with pytest.raises(GGUFMismatch, match=r"m\.gguf has sha256 .*, expected"):
+        convert_gguf(gguf, expected=good)  # before any conversion work
+    assert memo_hash(gguf, sha256_file) == sha256_file(gguf) != good  # the memo is corrected
