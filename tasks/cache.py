@@ -11,8 +11,8 @@ file's sha256; ``pruned``: the lineage id of ``derive_id``). Beside them, in ``.
 An entry is complete when its kind's marker file exists: the marker is written last into
 a temporary folder that is then renamed into place. ``publish`` also writes a manifest
 (``ecocompress-manifest.json``: the sha256 of every other file) before that rename, and
-``reusable`` re-hashes the files against it on every hit (about 0.8 s per GB from the page
-cache, 2.8 s per GB from disk): an entry whose files no longer match -- truncated, zeroed,
+``reusable`` re-hashes the files against it on every hit (gemma's 1.1 GB: 0.8-2 s from the
+page cache, 2.8-5.5 s from disk): an entry whose files no longer match -- truncated, zeroed,
 a file added or missing, or no manifest at all -- is discarded with a one-line warning on
 stderr and rebuilt, never used. The manifest detects corruption, not forgery: whoever can
 write an entry can rewrite its manifest too. Eviction renames the entry to
