@@ -79,7 +79,8 @@ def load(step: str, key: str, rtype: Any) -> tuple[bool, Any]:
         if (rec.step, rec.key) != (step, key):
             raise ValueError(f"it is the record of {rec.step}/{rec.key[:12]}")
         return True, _adapter(rtype).validate_python(rec.value)
-    except (OSError, ValueError) as exc:  # ValidationError, JSONDecodeError, UnicodeError
+    except (OSError, ValueError, RecursionError) as exc:  # ValidationError, JSONDecodeError,
+        # UnicodeDecodeError; RecursionError: JSON nested thousands deep
         why = f"{type(exc).__name__}" if isinstance(exc, ValidationError) else str(exc)
         print(
             f"ecocompress: warning: cached {step} result {path.name} is unreadable "

@@ -138,7 +138,7 @@ def mismatch(path: str | Path) -> str | None:
             raise TypeError
     except FileNotFoundError:
         return "it has no manifest"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return "its manifest is unreadable"
     have = {str(f.relative_to(path)): f for f in _files(path)}
     for name in sorted(want.keys() | have.keys()):
