@@ -19,15 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ecocompress.flows import records
 from ecocompress.flows.params import RunParams
 from ecocompress.flows.progress import Progress
 from ecocompress.flows.steps import (
+    RESULT_KEYS,
     carbon_step,
     evaluate_step,
     measure_step,
     prune_step,
     quantize_step,
-    results_storage,
+    return_type,
 )
 from ecocompress.metrics.types import Status
 from ecocompress.tasks.artifacts import ModelRef
@@ -58,30 +60,30 @@ class RunContext:
     holds: ExitStack = field(default_factory=ExitStack)  # cache entries the command uses
 
 
-def _cached(state: Any) -> bool:
-    return getattr(state, "name", "") == "Cached"
-
-
 def _run(
     ctx: RunContext, label: str, what: str, step: Any, refresh: bool = False, **kwargs: Any
 ) -> Any:
-    """Run a Prefect task, record whether it was a cache hit, return its result.
+    """Return a cached task's result from its JSON record, or run the Prefect task (and
+    record its result); returns ``(value, whether it was a cache hit)``.
 
-    ``refresh``: run it even if Prefect has a result (the checkpoint it names was evicted).
+    ``refresh``: run it even if a result is recorded (the checkpoint it names was evicted
+    or found corrupt).
     """
     ctx.progress.step(label, what)
-    if step.persist_result:
-        step = step.with_options(result_storage=results_storage())
-    if refresh:
-        step = step.with_options(refresh_cache=True)
     t0 = time.perf_counter()
-    state = step(**kwargs, return_state=True)
-    value = state.result()  # re-raises the task's exception
+    key_fn = RESULT_KEYS.get(step.name)
+    hit, value = False, None
+    if key_fn is not None and not refresh:
+        hit, value = records.load(step.name, key_fn(kwargs), return_type(step))
+    if not hit:
+        value = step(**kwargs, return_state=True).result()  # re-raises the task's exception
+        if key_fn is not None:
+            records.save(step.name, key_fn(kwargs), value, return_type(step))
     ctx.step_seconds[f"{label}:{what}"] = time.perf_counter() - t0
-    if not _cached(state):
+    if not hit:
         ctx.executed_steps.append(f"{label}:{what}")
         _fault_injection(ctx)
-    return value, _cached(state)
+    return value, hit
 
 
 def _fault_injection(ctx: RunContext) -> None:

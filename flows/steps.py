@@ -3,35 +3,32 @@
 Cache keys are explicit content keys (parent artifact id, canonical spec, data file
 hashes, code version, and for timings the machine), never the run id, so re-running
 a command reuses every finished step and changing one benchmark's spec re-runs only
-that benchmark. Results persist as files under ``$ECOCOMPRESS_HOME/prefect-results``.
-Only small references and numbers cross task boundaries, never ``nn.Module``s.
+that benchmark. ``RESULT_KEYS`` maps each cached task to its key; the results persist as
+typed JSON records (``flows.records``), not through Prefect's result persistence, which
+would unpickle whatever a record in its folder names as its serializer. Every cached task
+returns JSON: ``ModelRef``, ``dict`` of plain values, ``float | None``. Only small
+references and numbers cross task boundaries, never ``nn.Module``s.
 """
 
 from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
-from prefect import task
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
 
 from ecocompress.tasks.artifacts import (
     ModelRef,
     cache_dir,
     code_version,
-    home,
     sha256_file,
     sha256_text,
 )
 from ecocompress.tasks.specs import EvalSpec, PruneSpec, QuantSpec
-
-
-def results_storage() -> Path:
-    """Where cached step results persist; read at call time so ECOCOMPRESS_HOME can change."""
-    p = home() / "prefect-results"
-    p.mkdir(parents=True, exist_ok=True)
-    return p
 
 
 def _key(*parts: object) -> str:
@@ -74,11 +71,11 @@ def download_step(model: str, revision: str | None) -> ModelRef:
     return resolve_model(model, revision)
 
 
-def _prune_key(ctx: Any, p: dict[str, Any]) -> str:
+def _prune_key(p: dict[str, Any]) -> str:
     return _key("prune", p["ref"].id, p["spec"].canonical(), p["calib_hash"])
 
 
-@task(name="prune", cache_key_fn=_prune_key, persist_result=True)
+@task(name="prune", persist_result=False, cache_policy=NO_CACHE)
 def prune_step(ref: ModelRef, spec: PruneSpec, data_dir: str | None, calib_hash: str) -> ModelRef:
     """Prune the decoder's Linear layers; returns the pruned model's ref (saved as safetensors)."""
     from ecocompress.tasks.prune import prune
@@ -86,11 +83,11 @@ def prune_step(ref: ModelRef, spec: PruneSpec, data_dir: str | None, calib_hash:
     return prune(ref, spec, Path(data_dir) if data_dir else None)
 
 
-def _quantize_key(ctx: Any, p: dict[str, Any]) -> str:
+def _quantize_key(p: dict[str, Any]) -> str:
     return _key("quantize", p["ref"].id, p["spec"].canonical())
 
 
-@task(name="quantize", cache_key_fn=_quantize_key, persist_result=True)
+@task(name="quantize", persist_result=False, cache_policy=NO_CACHE)
 def quantize_step(ref: ModelRef, spec: QuantSpec) -> ModelRef:
     """The quantization recipe: 4-bit cannot be saved and reloaded on CPU, so the weights are
     quantized at load time from the (pruned) safetensors; the id keys every later cache."""
@@ -99,15 +96,11 @@ def quantize_step(ref: ModelRef, spec: QuantSpec) -> ModelRef:
     return quantize(ref, spec)
 
 
-def _measure_key(ctx: Any, p: dict[str, Any]) -> str:
+def _measure_key(p: dict[str, Any]) -> str:
     return _key("measure", p["ref"].id, p["quant"].canonical(), machine_fingerprint())
 
 
-@task(
-    name="measure",
-    cache_key_fn=_measure_key,
-    persist_result=True,
-)
+@task(name="measure", persist_result=False, cache_policy=NO_CACHE)
 def measure_step(ref: ModelRef, quant: QuantSpec) -> dict[str, Any]:
     """Load the candidate and measure weight bytes, peak RSS, latency and throughput."""
     import gc
@@ -136,7 +129,7 @@ def measure_step(ref: ModelRef, quant: QuantSpec) -> dict[str, Any]:
     return out
 
 
-def _eval_key(ctx: Any, p: dict[str, Any]) -> str:
+def _eval_key(p: dict[str, Any]) -> str:
     return _key(
         "evaluate", p["ref"].id, p["quant"].canonical(), p["spec"].canonical(), p["data_hash"]
     )
@@ -145,8 +138,8 @@ def _eval_key(ctx: Any, p: dict[str, Any]) -> str:
 @task(
     name="evaluate",
     task_run_name="evaluate-{spec.benchmark}",
-    cache_key_fn=_eval_key,
-    persist_result=True,
+    persist_result=False,
+    cache_policy=NO_CACHE,
 )
 def evaluate_step(
     ref: ModelRef,
@@ -162,7 +155,7 @@ def evaluate_step(
     from ecocompress.tasks.evaluate import evaluate_benchmark
     from ecocompress.tasks.quantize import load_candidate
 
-    out_dir = cache_dir("evaluations") / _eval_key(None, locals())[:24]
+    out_dir = cache_dir("evaluations") / _eval_key(locals())[:24]
     out_dir.mkdir(parents=True, exist_ok=True)
     model, tokenizer = load_candidate(ref, quant)
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -185,13 +178,28 @@ def evaluate_step(
     }
 
 
-def _carbon_key(ctx: Any, p: dict[str, Any]) -> str:
+def _carbon_key(p: dict[str, Any]) -> str:
     return _key("carbon", repr(p["energy_kwh"]), repr(p["intensity_g_per_kwh"]))
 
 
-@task(name="carbon", cache_key_fn=_carbon_key, persist_result=True)
+@task(name="carbon", persist_result=False, cache_policy=NO_CACHE)
 def carbon_step(energy_kwh: float | None, intensity_g_per_kwh: float) -> float | None:
     """CO2 (kg) of an energy (kWh) at a grid intensity (g CO2eq/kWh); None when energy is unknown."""
     from ecocompress.metrics.carbon import co2_kg
 
     return None if energy_kwh is None else co2_kg(energy_kwh, intensity_g_per_kwh)
+
+
+# cached task name -> its key from the task's parameters (see flows.records)
+RESULT_KEYS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "prune": _prune_key,
+    "quantize": _quantize_key,
+    "measure": _measure_key,
+    "evaluate": _eval_key,
+    "carbon": _carbon_key,
+}
+
+
+def return_type(step: Task) -> Any:
+    """The declared return type of a task's function (what its cached record validates as)."""
+    return get_type_hints(step.fn)["return"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from ecocompress.tasks.artifacts import (
     sha256_tree,
     tracking_uri,
 )
-from ecocompress.tasks.cache import COMPLETE, is_complete, mark_used, publish
+from ecocompress.tasks.cache import COMPLETE, mark_used, publish, reusable
 from ecocompress.tasks.errors import UserError
 from ecocompress.tasks.model_files import check_gguf, check_model_folder, read_config
 
@@ -39,14 +40,18 @@ _DTYPE_BYTES = {
 }
 
 
-def memo_hash(path: Path, compute: Any) -> str:
-    """``compute(path)`` memoised on the files' (name, size, mtime) in ``cache_dir('hashes')``."""
+def memo_hash(path: Path, compute: Any, refresh: bool = False) -> str:
+    """``compute(path)`` memoised on the files' (name, size, mtime) in ``cache_dir('hashes')``.
+
+    The memo trusts size and mtime (a same-size write with the mtime set back passes it):
+    ``refresh`` computes the hash again and replaces the memo, where the bytes matter.
+    """
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     sig = sha256_text(
         str(path.resolve()), *(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
     )
     memo = cache_dir("hashes") / f"{sig[:32]}.json"
-    if memo.is_file():
+    if memo.is_file() and not refresh:
         return json.loads(memo.read_text())["sha256"]
     digest = compute(path)
     memo.write_text(json.dumps({"path": str(path), "sha256": digest}))
@@ -113,14 +118,31 @@ def _ref(
     )
 
 
-def convert_gguf(gguf: Path) -> Path:
+class GGUFMismatch(ValueError):
+    """The GGUF file's bytes are not the expected ones (corrupt since it was assembled)."""
+
+
+def convert_gguf(gguf: Path, expected: str | None = None) -> Path:
     """Dequantize ``gguf`` to an fp32 safetensors folder once; later calls return the folder
-    (cache entry ``gguf/<first 16 hex digits of the file's sha256>``)."""
+    (cache entry ``gguf/<first 16 hex digits of the file's sha256>``).
+
+    Raises:
+        GGUFMismatch: a conversion is due and the file's sha256 is not ``expected``.
+    """
     digest = memo_hash(gguf, sha256_file)
     out = cache_dir("gguf") / digest[:16]
-    if is_complete("gguf", out):
+    if reusable("gguf", out):  # every file re-hashed against the entry's manifest
         mark_used("gguf", out.name)
         return out
+    # A conversion reads the whole file anyway: hash its bytes, not its size and mtime.
+    fresh = memo_hash(gguf, sha256_file, refresh=True)
+    if expected is not None and fresh != expected:
+        raise GGUFMismatch(f"{gguf} has sha256 {fresh[:16]}..., expected {expected[:16]}...")
+    if fresh != digest:
+        digest, out = fresh, cache_dir("gguf") / fresh[:16]
+        if reusable("gguf", out):
+            mark_used("gguf", out.name)
+            return out
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -200,7 +222,7 @@ def _from_mlflow_registry(name: str, version: str) -> Path:
     import mlflow.artifacts
 
     out = cache_dir("mlflow") / sha256_text(name, version, mv.source or "")[:16]
-    if is_complete("mlflow", out):
+    if reusable("mlflow", out):
         mark_used("mlflow", out.name)
         return out
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
@@ -249,8 +271,13 @@ def resolve_model(model: str, revision: str | None = None) -> ModelRef:
         # assemble() re-hashes all chunks and the file (480 MB, ~1.5 s) on every call: skip it
         # when the memoised hash of the unchanged file already matches the package's.
         if not (gguf.is_file() and memo_hash(gguf, sha256_file) == EXPECTED_SHA256):
-            gguf = assemble(gguf)  # sha256 checked by the package
-        return _ref(convert_gguf(Path(gguf)), model, "package", "float32")
+            gguf = assemble(gguf, overwrite=True)  # sha256 checked by the package
+        try:
+            folder = convert_gguf(Path(gguf), EXPECTED_SHA256)
+        except GGUFMismatch as exc:  # corrupt although its size and mtime were kept
+            print(f"ecocompress: warning: {exc}: assembling it again", file=sys.stderr)
+            folder = convert_gguf(Path(assemble(gguf, overwrite=True)), EXPECTED_SHA256)
+        return _ref(folder, model, "package", "float32")
     if m := MLFLOW_MODEL.match(model):
         folder = _from_mlflow_registry(m["name"], m["version"])
         ggufs = sorted(folder.glob("*.gguf"))

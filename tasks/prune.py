@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ecocompress.tasks.artifacts import ModelRef, cache_dir, derive_id
-from ecocompress.tasks.cache import COMPLETE, is_complete, mark_used, publish
+from ecocompress.tasks.cache import COMPLETE, mark_used, publish, reusable
 from ecocompress.tasks.errors import UserError
 from ecocompress.tasks.specs import PruneSpec
 
@@ -200,7 +200,7 @@ def prune(ref: ModelRef, spec: PruneSpec, data_dir: Path | None) -> ModelRef:
         return ref
     new_id = out.name
     marker = COMPLETE["pruned"]  # ref.json, written last
-    if is_complete("pruned", out):
+    if reusable("pruned", out):  # every file re-hashed against the entry's manifest
         mark_used("pruned", new_id)
         return ModelRef.model_validate_json((out / marker).read_text())
 

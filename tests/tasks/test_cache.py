@@ -35,6 +35,7 @@ def make_entry(
     (d / "model.safetensors").write_bytes(os.urandom(nbytes))
     if complete:
         (d / cache.COMPLETE[kind]).write_text(json.dumps({"content_hash": "c", "prune_spec": id_}))
+        cache.write_manifest(d)  # as publish does
     if used_at is not None:
         cache.mark_used(kind, id_)
         os.utime(cache.cache_dir(kind) / ".meta" / f"{id_}.used", (used_at, used_at))
@@ -224,7 +225,8 @@ def test_publish_keeps_a_complete_entry_and_replaces_a_leftover(home):
     tmp.mkdir()
     (tmp / "ref.json").write_text("{}")
     cache.publish(tmp, out, "pruned")
-    assert sorted(p.name for p in out.iterdir()) == ["ref.json"] and not tmp.exists()
+    assert sorted(p.name for p in out.iterdir()) == [cache.MANIFEST, "ref.json"]
+    assert not tmp.exists() and cache.mismatch(out) is None
     tmp.mkdir()
     (tmp / "ref.json").write_text('{"second": 1}')
     cache.publish(tmp, out, "pruned")  # a concurrent build of the same id: the first stays
