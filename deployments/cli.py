@@ -32,6 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The console script (``argv`` None: ``sys.argv``; an interrupted command's process then
+    ends at once, see ``flows.interrupts.exit_interrupted``) or an in-process call."""
+    from ecocompress.flows.interrupts import EXIT_INTERRUPTED, exit_interrupted
+
+    rc = _main(argv)
+    if argv is None and rc == EXIT_INTERRUPTED:
+        exit_interrupted()
+    return rc
+
+
+def _main(argv: list[str] | None) -> int:
     from ecocompress.flows.cli import main as pipeline_main
 
     args_list = sys.argv[1:] if argv is None else argv

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prefect.exceptions import TerminationSignal
+
 from ecocompress.flows import records
 from ecocompress.flows.params import RunParams
 from ecocompress.flows.progress import Progress
@@ -37,6 +39,11 @@ from ecocompress.tasks.cache import hold
 from ecocompress.tasks.errors import EXCEPTIONS_TO_RAISE, UserError
 from ecocompress.tasks.prune import checkpoint_path
 from ecocompress.tasks.specs import CandidateSpec
+
+# What ends a command early: Ctrl-C, and SIGTERM (Prefect raises TerminationSignal while its
+# flow runs; flows/interrupts.py turns it into KeyboardInterrupt outside). The candidate in
+# progress is FAILED, the command's parent run KILLED, and the CLI exits 130.
+INTERRUPTS: tuple[type[BaseException], ...] = (KeyboardInterrupt, TerminationSignal)
 
 
 @dataclass
@@ -323,7 +330,7 @@ def _evaluate(
     except UserError:
         tracking.end_run(run_id, "FAILED")
         raise
-    except (KeyboardInterrupt, SystemExit):
+    except (*INTERRUPTS, SystemExit):
         tracking.set_tags(run_id, {"failure_reason": "interrupted"})
         tracking.end_run(run_id, "FAILED")
         raise

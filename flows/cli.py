@@ -235,7 +235,8 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
 
 def guarded(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """``fn(args)`` with the CLI's error contract: bad input one line and exit 2, a bug's
-    traceback raised, an environment failure one line and exit 1, Ctrl-C exit 130."""
+    traceback raised, an environment failure one line and exit 1, Ctrl-C or SIGTERM exit 130."""
+    from ecocompress.flows.interrupts import EXIT_INTERRUPTED, sigterm_as_interrupt
     from ecocompress.tasks.errors import EXCEPTIONS_TO_RAISE, UserError, one_line
 
     verbose = getattr(args, "verbose", False)
@@ -243,7 +244,8 @@ def guarded(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -
         from pydantic import ValidationError
 
         try:
-            return fn(args)
+            with sigterm_as_interrupt():
+                return fn(args)
         except (UserError, ValidationError, FileNotFoundError) as exc:
             if verbose:
                 raise
@@ -265,8 +267,12 @@ def guarded(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -
             "ecocompress: interrupted; finished candidates are kept in MLflow and the caches",
             file=sys.stderr,
         )
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    from ecocompress.flows.interrupts import EXIT_INTERRUPTED, exit_interrupted
+
+    if (rc := main()) == EXIT_INTERRUPTED:
+        exit_interrupted()
+    sys.exit(rc)

@@ -25,7 +25,7 @@ from ecocompress.agents.graph import (
     view_of,
 )
 from ecocompress.agents.settings import SearchSettings
-from ecocompress.flows.candidate import evaluate_candidate
+from ecocompress.flows.candidate import INTERRUPTS, evaluate_candidate
 from ecocompress.flows.events import OWN_VERSION_TAG
 from ecocompress.flows.params import RunParams
 from ecocompress.flows.sweep import _objectives, finish, open_context
@@ -184,7 +184,7 @@ def optimize_flow(
             ]
         summary = finish(ctx, rows, objectives, z=settings.z)
         out = _conclude(ctx, values, rows, settings, profile, register_model, thread_id)
-    except KeyboardInterrupt:
+    except INTERRUPTS:
         tracking.end_run(ctx.parent_run_id, "KILLED")
         raise
     except BaseException:

@@ -173,6 +173,10 @@ def connect(quiet: bool = False) -> dict[str, Any] | None:
         os.environ.setdefault(
             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(EPHEMERAL_STARTUP_TIMEOUT_S)
         )
+        from ecocompress.flows import temporary_server
+
+        temporary_server.contain()
+        temporary_server.reap_orphans()
         if not quiet:
             print(
                 "ecocompress: no stack running; using a temporary Prefect server "

@@ -15,7 +15,7 @@ from typing import Any
 
 from prefect import flow
 
-from ecocompress.flows.candidate import RunContext, evaluate_candidate
+from ecocompress.flows.candidate import INTERRUPTS, RunContext, evaluate_candidate
 from ecocompress.flows.params import RunParams
 from ecocompress.flows.progress import Progress
 from ecocompress.flows.steps import data_hash, download_step
@@ -81,7 +81,7 @@ def sweep_flow(
             progress.start_candidate(cand.label)
             rows.append(evaluate_candidate(ctx, cand))
         summary = finish(ctx, rows, objectives)
-    except KeyboardInterrupt:
+    except INTERRUPTS:
         tracking.end_run(parent, "KILLED")
         raise
     except BaseException:
@@ -151,6 +151,7 @@ def open_context(
     from ecocompress.metrics.carbon import resolve_intensity
 
     _objectives(params)  # fail fast on bad objectives, before any work
+    tracking.close_dead_runs()  # runs of commands that were killed: FAILED, "process died"
     intensity, intensity_source = resolve_intensity(params.country, params.carbon_intensity)
     if params.data_dir is None:
         import huggingface_hub.constants as hc

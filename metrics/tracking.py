@@ -4,6 +4,10 @@ Everything goes through an explicit ``MlflowClient`` and run ids, never the flue
 ``mlflow.start_run`` globals: Prefect runs tasks in worker threads, where a nested
 fluent run loses its parent. A child carries the ``mlflow.parentRunId`` tag, which is
 what the MLflow UI nests by.
+
+Every run carries its owner process (``ecocompress.owner.*``: host, pid, start time), so a
+later command can tell a run whose process was killed from one still going:
+``close_dead_runs()`` marks the former FAILED with ``failure_reason`` "process died".
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ecocompress.tasks.artifacts import code_version, home, tracking_uri
+from ecocompress.tasks.processes import file_lock, identity, is_gone
 
 _PARAM_MAX = 6000  # MLflow's limit on a param value's length (characters)
 # Distribution names whose versions make a result reproducible.
@@ -32,11 +37,20 @@ _PACKAGES = (
 )
 
 
+OWNER_PREFIX = "ecocompress.owner."
+PROCESS_DIED = "process died"
+
+
 @lru_cache(maxsize=4)
 def _client(uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    if uri.startswith(("http://", "https://", "databricks")):
+        return MlflowClient(tracking_uri=uri)
+    # Opening a new SQLite store creates its tables (an alembic migration); two commands doing
+    # that at once fail ("table _alembic_tmp_experiments already exists"). One at a time.
+    with file_lock(home() / ".mlflow-store.lock"):
+        return MlflowClient(tracking_uri=uri)
 
 
 def client() -> Any:
@@ -89,6 +103,7 @@ def _start(experiment_id: str, run_name: str, params: dict, tags: dict) -> str:
     from mlflow.entities import Param
 
     c = client()
+    tags = {**tags, **owner_tags()}
     run = c.create_run(experiment_id, tags={k: str(v) for k, v in tags.items()}, run_name=run_name)
     flat = _flatten(params)
     if flat:
@@ -223,10 +238,52 @@ def _provenance() -> dict[str, str]:
 
 
 def reopen_run(run_id: str) -> None:
-    """Mark a run RUNNING again (a resumed command continues its own runs)."""
+    """Mark a run RUNNING again (a resumed command continues its own runs), owned by this
+    process; a failure reason it was closed with no longer holds."""
+    from mlflow.exceptions import MlflowException
+
     c = client()
+    set_tags(run_id, {**owner_tags(), "resumed": "true"})  # owner first: never RUNNING unowned
+    if "failure_reason" in c.get_run(run_id).data.tags:
+        try:
+            c.delete_tag(run_id, "failure_reason")
+        except MlflowException:  # deleted meanwhile
+            pass
     c.update_run(run_id, status="RUNNING")
-    c.set_tag(run_id, "resumed", "true")
+
+
+def owner_tags() -> dict[str, str]:
+    """Tags naming this process as the owner of a run (see ``close_dead_runs``)."""
+    return {f"{OWNER_PREFIX}{k}": v for k, v in identity().items()}
+
+
+def close_dead_runs() -> list[str]:
+    """Mark FAILED ("process died") every RUNNING run of the store whose owner process is gone.
+
+    A run whose owner runs on another host, or that carries no owner (made before owners were
+    recorded), is left as it is: its liveness cannot be told from here. Returns the run ids.
+    """
+    c = client()
+    ids = [e.experiment_id for e in c.search_experiments()]
+    running: list[Any] = []
+    token = None
+    while ids:  # every page first: closing runs while paging would shift the pages
+        page = c.search_runs(
+            ids, filter_string="attributes.status = 'RUNNING'", max_results=1000, page_token=token
+        )
+        running.extend(page)
+        token = page.token
+        if not token:
+            break
+    closed: list[str] = []
+    for run in running:
+        tags = run.data.tags
+        owner = {k[len(OWNER_PREFIX) :]: v for k, v in tags.items() if k.startswith(OWNER_PREFIX)}
+        if is_gone(owner):
+            c.set_tag(run.info.run_id, "failure_reason", PROCESS_DIED)
+            c.set_terminated(run.info.run_id, status="FAILED")
+            closed.append(run.info.run_id)
+    return closed
 
 
 def find_runs(experiment_id: str, tags: dict[str, str]) -> list[Any]:

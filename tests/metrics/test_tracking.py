@@ -76,3 +76,33 @@ def test_provenance_tags():
         assert tags[f"ecocompress.version.{pkg}"] not in ("", "not installed")
     tags["x"] = "y"  # callers get a copy
     assert "x" not in tracking.provenance_tags()
+
+
+def test_runs_of_a_dead_process_are_closed_and_others_kept(store):
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    dead = {**tracking.owner_tags(), "ecocompress.owner.pid": str(p.pid)}
+    c = tracking.client()
+    exp = tracking.get_or_create_experiment("owners")
+    mine = tracking.start_parent_run("owners", "live", {}, {})
+    orphan = c.create_run(exp, tags=dead).info.run_id
+    unowned = c.create_run(exp).info.run_id  # made before owners were recorded: unknown
+    done = c.create_run(exp, tags=dead).info.run_id
+    tracking.end_run(done)
+
+    assert tracking.close_dead_runs() == [orphan]
+    assert c.get_run(orphan).info.status == "FAILED"
+    assert c.get_run(orphan).data.tags["failure_reason"] == "process died"
+    assert [c.get_run(r).info.status for r in (mine, unowned, done)] == [
+        "RUNNING",
+        "RUNNING",
+        "FINISHED",
+    ]
+    # a resumed command re-opens it as its own: RUNNING, no stale reason
+    tracking.reopen_run(orphan)
+    run = c.get_run(orphan)
+    assert run.info.status == "RUNNING" and "failure_reason" not in run.data.tags
+    assert run.data.tags["ecocompress.owner.pid"] == str(__import__("os").getpid())
