@@ -50,7 +50,7 @@ def _pins() -> set[str]:
 
     from ecocompress.flows.stack import connect
     from ecocompress.metrics.tracking import model_version_tags
-    from ecocompress.tasks.cache import pins_from_tags
+    from ecocompress.tasks.cache_pins import pins_from_tags
 
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # a new SQLite store's migrations
     connect(quiet=True)

@@ -301,7 +301,7 @@ def registered_name(ctx: Any) -> str:
 def _register(ctx: Any, row: dict[str, Any], rec: dict[str, Any], profile: str | None) -> str:
     """Log the candidate's recipe on its run and register it with lineage and alias."""
     from ecocompress.metrics import tracking
-    from ecocompress.tasks.cache import PIN_TAG, pin_tag
+    from ecocompress.tasks.cache_pins import PIN_TAG, pin_tag
     from ecocompress.tasks.prune import checkpoint_path
 
     cand = CandidateSpec.model_validate_json(row["key"])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ecocompress.tasks import cache
+from ecocompress.tasks import cache, cache_pins
 from ecocompress.tasks.errors import UserError
 from ecocompress.tasks.sizes import disk_bytes, parse_size
 
@@ -236,13 +236,13 @@ def test_publish_keeps_a_complete_entry_and_replaces_a_leftover(home):
 def test_pin_tag_and_pins_from_tags(home, tmp_path):
     p = make_entry("pruned", "p1", 10, used_at=None)
     g = make_entry("gguf", "g1", 10, used_at=None)
-    assert cache.pin_tag([g, p, tmp_path]) == "gguf/g1,pruned/p1"
-    assert cache.pin_tag([tmp_path]) == "none"
+    assert cache_pins.pin_tag([g, p, tmp_path]) == "gguf/g1,pruned/p1"
+    assert cache_pins.pin_tag([tmp_path]) == "none"
     tags = [{"cache_entries": "gguf/g1,pruned/p1"}, {"cache_entries": "none"}, {"other": "x"}]
-    assert cache.pins_from_tags(tags) == {"gguf/g1", "pruned/p1"}
+    assert cache_pins.pins_from_tags(tags) == {"gguf/g1", "pruned/p1"}
     # a version registered before the tag existed is matched by its lineage tags
     legacy = [{"reference_content_hash": "c", "prune_spec": "p1"}]
-    assert cache.pins_from_tags(legacy) == {"pruned/p1"}
+    assert cache_pins.pins_from_tags(legacy) == {"pruned/p1"}
 
 
 # ---- the command -----------------------------------------------------------------------
@@ -354,7 +354,7 @@ def test_registry_pins_read_from_a_real_mlflow_store(home, monkeypatch, capsys):
     c.create_model_version(
         "ecocompress-tiny",
         source="runs:/x/candidate",
-        tags={"cache_entries": cache.pin_tag([kept])},
+        tags={"cache_entries": cache_pins.pin_tag([kept])},
     )
     assert tracking.model_version_tags() == [{"cache_entries": "pruned/registered"}]
     assert main("cache", "gc", "--max-size", "0") == 0
