@@ -35,6 +35,7 @@ the file.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -45,7 +46,26 @@ import yaml
 
 from ecocompress.tasks.artifacts import cache_dir, code_version, sha256_file, sha256_text
 from ecocompress.tasks.benchmarks.converters import FORMATS, PASSTHROUGH
+from ecocompress.tasks.benchmarks.task_yaml import (
+    FunctionRef,
+    evaluated_split,
+    task_config,
+    template_fields,
+)
 from ecocompress.tasks.errors import UserError
+
+__all__ = [  # the interface; the task_yaml names are re-exported for one import site
+    "FunctionRef",
+    "TaskData",
+    "evaluated_split",
+    "generated_task_yaml",
+    "hub_schema_file",
+    "load_mappings",
+    "parse_task_data_flag",
+    "task_config",
+    "template_fields",
+    "validate_task_data",
+]
 
 LAYOUT_YAML = Path(__file__).resolve().parent / "data_layout.yaml"
 USER_MAPPING = "ecocompress-tasks.yaml"  # looked for in the data dir
@@ -229,8 +249,6 @@ def hub_schema_file(td: TaskData) -> Path:
     """
     if td.format in PASSTHROUGH:
         return td.path
-    import json
-
     conv = FORMATS[td.format]
     out = (
         cache_dir("data") / _source_digest(td)[:16] / f"{td.task}.{td.format}-v{conv.version}.jsonl"
@@ -238,13 +256,19 @@ def hub_schema_file(td: TaskData) -> Path:
     if out.is_file():
         return out
     records = conv.read(td.path, str(td.path))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r.doc, ensure_ascii=False) + "\n")
-    os.replace(tmp, out)
+    _write_atomic(out, "".join(json.dumps(r.doc, ensure_ascii=False) + "\n" for r in records))
     return out
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temp file beside ``path``, then rename: readers never see half."""
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def validate_task_data(td: TaskData, required: tuple[str, ...] = ()) -> int:
@@ -275,7 +299,7 @@ def validate_task_data(td: TaskData, required: tuple[str, ...] = ()) -> int:
         raise UserError(f"{shown}: holds no items")
     if fields:
         _gate(records, fields, shown, name=f"taskdata-{td.task}")
-    marker.write_text(str(len(records)))
+    _write_atomic(marker, str(len(records)))
     return len(records)
 
 
@@ -302,73 +326,6 @@ def _gate(records: list, fields: tuple[str, ...], shown: str, name: str) -> None
     if failures:
         line, _item, check = failures[0]
         raise UserError(f"{shown}:{line}: field '{check.field}' {check.message}")
-
-
-class FunctionRef(str):
-    """A ``!function module.name`` value in a task YAML (kept as its name, not imported)."""
-
-
-def _loader(base: Path) -> type[yaml.SafeLoader]:
-    class Loader(yaml.SafeLoader): ...
-
-    Loader.add_constructor("!function", lambda ld, node: FunctionRef(ld.construct_scalar(node)))
-    return Loader
-
-
-def task_config(yaml_path: Path, _seen: frozenset[Path] = frozenset()) -> dict[str, Any]:
-    """An lm-eval task YAML with its ``include:``s merged (later wins, the file itself last).
-
-    ``!function`` values stay ``FunctionRef`` names: nothing is imported.
-
-    Raises:
-        UserError: a missing file or an include cycle.
-    """
-    path = Path(yaml_path).resolve()
-    if path in _seen:
-        raise UserError(f"{path}: include cycle")
-    if not path.is_file():
-        raise UserError(f"task YAML not found: {path}")
-    cfg = yaml.load(path.read_text(encoding="utf-8"), Loader=_loader(path.parent))  # noqa: S506
-    if not isinstance(cfg, dict):
-        raise UserError(f"{path}: expected a YAML mapping")
-    includes = cfg.pop("include", None) or []
-    merged: dict[str, Any] = {}
-    for inc in includes if isinstance(includes, list) else [includes]:
-        merged.update(task_config(path.parent / inc, _seen | {path}))
-    merged.update(cfg)
-    return merged
-
-
-def template_fields(task_config: dict) -> tuple[str, ...]:
-    """Top-level fields the task's prompts read from a document, sorted.
-
-    Reads ``doc_to_text``, ``doc_to_target`` and ``doc_to_choice`` when they are strings:
-    a Jinja template gives its undeclared variables (``jinja2.meta``); a bare name such as
-    ``label`` is a field (lm-eval reads ``doc[name]`` when the document has it). Python
-    functions are opaque and give nothing. A task with ``process_docs`` gives nothing:
-    its templates read the processed documents, not the file's fields.
-    """
-    if task_config.get("process_docs") is not None:
-        return ()
-    import jinja2
-    from jinja2 import meta
-
-    env = jinja2.Environment()
-    names: set[str] = set()
-    for key in ("doc_to_text", "doc_to_target", "doc_to_choice"):
-        value = task_config.get(key)
-        if not isinstance(value, str) or isinstance(value, FunctionRef):
-            continue
-        if "{{" in value or "{%" in value:
-            names |= meta.find_undeclared_variables(env.parse(value)) - set(env.globals)
-        elif value.isidentifier():
-            names.add(value)
-    return tuple(sorted(names))
-
-
-def evaluated_split(task_config: dict) -> str | None:
-    """The split lm-eval evaluates: ``test_split``, else ``validation_split``."""
-    return task_config.get("test_split") or task_config.get("validation_split")
 
 
 def generated_task_yaml(td: TaskData, base_yaml: Path, local_task: str) -> dict[str, Any]:

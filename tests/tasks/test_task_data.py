@@ -131,6 +131,23 @@ def test_broken_converter_inputs_name_the_line(tmp_path: Path) -> None:
         validate_task_data(td)
 
 
+def test_json_array_is_rewritten_as_jsonl_and_its_errors_located(tmp_path: Path) -> None:
+    docs = [{"question": "q1", "answerKey": "A"}, {"question": "q2", "answerKey": "B"}]
+    arr = tmp_path / "items.json"
+    arr.write_text(json.dumps(docs, indent=1))
+    (tmp_path / "ecocompress-tasks.yaml").write_text(
+        "my_task:\n  path: items.json\n  required: [question]\n  note: hand  made\n"
+    )
+    td = load_mappings(tmp_path)["my_task"]
+    assert (td.format, td.split, td.note) == ("json", None, "hand made")
+    assert validate_task_data(td) == 2
+    assert read_jsonl(hub_schema_file(td)) == docs
+    docs[1]["question"] = None
+    arr.write_text(json.dumps(docs, indent=1))  # item 1 opens on line 6
+    with pytest.raises(UserError, match=rf"^{arr}:6: field 'question' is missing or null$"):
+        validate_task_data(td)
+
+
 def test_flag_parsing(tmp_path: Path) -> None:
     f = jsonl(tmp_path / "a.jsonl", ["{}"])
     assert parse_task_data_flag(f"arc_easy={f}") == ("arc_easy", f, None)
