@@ -73,7 +73,7 @@ FLAG_ORIGIN = "--task-data"
 LAYOUT_ORIGIN = "built-in layout"
 KEYS = ("path", "split", "format", "required", "note")
 _TASK = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
-_SPLIT = re.compile(r"[A-Za-z0-9_.\-]+")
+_SPLIT = re.compile(r"\w+(\.\w+)*")  # what datasets accepts as a split name
 
 
 @dataclass(frozen=True)

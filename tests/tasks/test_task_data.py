@@ -160,6 +160,7 @@ def test_flag_parsing(tmp_path: Path) -> None:
         ("arc_easy=", "empty path"),
         ("arc_easy=a.jsonl:", "empty or invalid split ''"),
         ("arc_easy=:test", "empty path"),
+        ("arc_easy=a.jsonl:dev-set", "invalid split 'dev-set'"),
     ]:
         with pytest.raises(UserError, match=msg) as exc:
             parse_task_data_flag(bad)
