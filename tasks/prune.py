@@ -168,7 +168,7 @@ def _calibration_source(spec: PruneSpec, data_dir: Path | None) -> str:
     if data_dir is None:
         return "|hub:wikitext/wikitext-2-raw-v1:train"
     from ecocompress.tasks.artifacts import sha256_file
-    from ecocompress.tasks.calibration import WIKITEXT_TEST
+    from ecocompress.tasks.benchmarks.wikitext import WIKITEXT_TEST
 
     f = Path(data_dir) / WIKITEXT_TEST
     return f"|{sha256_file(f)}" if f.is_file() else "|missing"
