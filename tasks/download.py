@@ -27,6 +27,7 @@ from ecocompress.tasks.artifacts import (
 from ecocompress.tasks.cache import COMPLETE, mark_used, publish, reusable
 from ecocompress.tasks.errors import UserError
 from ecocompress.tasks.model_files import check_gguf, check_model_folder, read_config
+from ecocompress.tasks.tokenizer_save import save_tokenizer
 
 ALIASES = ("gemma-3-270m",)
 HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.tiktoken"]
@@ -176,7 +177,7 @@ def convert_gguf(gguf: Path, expected: str | None = None) -> Path:
         # A GGUF-loaded model refuses to save until its (already undone) quantization is dropped.
         model.hf_quantizer.remove_quantization_config(model)
         model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
+        save_tokenizer(tok, tmp, str(gguf))  # loaded back, it must encode as the GGUF's
         # written last: its presence marks a complete folder
         (tmp / COMPLETE["gguf"]).write_text(json.dumps({"gguf": str(gguf), "gguf_sha256": digest}))
         publish(tmp, out, "gguf")
