@@ -21,6 +21,7 @@ from torch import nn
 
 from ecocompress.tasks.errors import UserError
 from ecocompress.tasks.specs import PruneSpec, QuantSpec
+from tests.tiny_gguf import GGUF_ARCHS, write_gguf
 from tests.tiny_model import FAMILIES, build_tiny_model
 
 TEXT = "The game 's opening theme was composed by Hitoshi Sakimoto , who also wrote the score ."
@@ -140,6 +141,18 @@ def test_a_fused_projection_that_does_not_split_is_refused(family_dirs) -> None:
         prune_model(model, PruneSpec(method="wanda", pattern="2:4"), torch.zeros(1, 8).long())
 
 
+def test_a_model_without_linear_layers_is_refused_by_name() -> None:
+    """GPT-2 keeps its projections in Conv1D modules, which no pruning here handles."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from ecocompress.tasks.prune import prune_model
+
+    ids = dict(bos_token_id=0, eos_token_id=0)
+    model = GPT2LMHeadModel(GPT2Config(n_embd=64, n_layer=1, n_head=4, vocab_size=64, **ids))
+    with pytest.raises(UserError, match="model GPT2LMHeadModel has no decoder Linear layers"):
+        prune_model(model, PruneSpec(method="magnitude", sparsity=0.5))
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_pruned_checkpoint_reloads_with_its_head(family, family_dirs, shared_data_dir) -> None:
     """The real task: prune, save, reload. Tied heads stay tied, untied heads stay unpruned.
@@ -217,42 +230,64 @@ def test_quantized_family_loads_and_runs(family, bits, family_dirs, loaded_candi
 # --- GGUF ------------------------------------------------------------------------------
 
 
-def test_llama_gguf_round_trip_through_resolve_model(family_dirs, tmp_path) -> None:
-    """A GGUF written as llama.cpp writes one (q/k permuted, Linears Q8_0) comes back, through
-    the project's own path, as exactly the values the file holds, in transformers' layout."""
-    from safetensors.torch import load_file
-
-    from ecocompress.tasks.download import load_reference_model, load_tokenizer, resolve_model
-    from tests.tiny_gguf import llama_permute, llama_unpermute, write_llama_gguf
+def test_llama_permutation_is_inverted_by_its_inverse() -> None:
+    from tests.tiny_gguf import llama_permute, llama_unpermute
 
     x = torch.arange(64 * 3.0).view(64, 3).numpy()
     assert np.array_equal(llama_unpermute(llama_permute(x, 4), 4), x)
     assert not np.array_equal(llama_permute(x, 4), x)  # the permutation moves rows
 
-    src = family_dirs["llama"]
-    gguf_file = tmp_path / "tiny-llama.gguf"
-    held = write_llama_gguf(src, gguf_file, linear_type="Q8_0")
+
+@pytest.mark.parametrize("family", GGUF_ARCHS)
+def test_gguf_round_trip_through_resolve_model(family, family_dirs, tmp_path) -> None:
+    """A GGUF written as llama.cpp writes one (Llama's q/k permuted, Gemma's norms as 1 + w,
+    Phi-3's projections fused, tied heads omitted, Linears Q8_0) comes back, through the
+    project's own path, as exactly the values the file holds, in transformers' layout, with
+    a tokenizer that encodes like the source folder's."""
+    from safetensors.torch import load_file
+
+    from ecocompress.tasks.download import load_reference_model, load_tokenizer, resolve_model
+    from ecocompress.tasks.tokenizer_save import PROBE
+
+    src = family_dirs[family]
+    gguf_file = tmp_path / f"tiny-{family}.gguf"
+    held = write_gguf(src, gguf_file, linear_type="Q8_0")
     ref = resolve_model(str(gguf_file))
     assert ref.source == "gguf" and ref.checkpoint_dtype == "float32"
     assert resolve_model(str(gguf_file)) == ref  # converted once, then the cache
     model, tok = load_reference_model(ref)
-    state = model.state_dict()
-    assert set(state) == set(held)
+    assert type(model).__name__ == type(_load(src)).__name__
+    state = {n: p for n, p in model.state_dict().items() if n in held or n != "lm_head.weight"}
+    assert set(state) == set(held)  # a tied head is not stored, and comes back tied
     for name, values in held.items():
         assert torch.equal(state[name], torch.from_numpy(values)), name
     original = load_file(str(src / "model.safetensors"))
-    q = "model.layers.0.self_attn.q_proj.weight"
-    assert not torch.equal(state[q], original[q])  # Q8_0: the file's values, not the source's
-    assert (state[q] - original[q]).abs().max() < 0.01 * original[q].abs().max()
-    for name in ("model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"):
-        assert torch.equal(state[name], original[name])  # stored F32: exact
-    assert model.lm_head.weight is not model.model.embed_tokens.weight  # output.weight present
-    cfg = model.config
-    assert (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim) == (4, 2, 16)
+    down = "model.layers.0.mlp.down_proj.weight"
+    assert not torch.equal(state[down], original[down])  # Q8_0: the file's values
+    assert (state[down] - original[down]).abs().max() < 0.01 * original[down].abs().max()
+    assert torch.equal(state["model.embed_tokens.weight"], original["model.embed_tokens.weight"])
+    assert (model.lm_head.weight is model.model.embed_tokens.weight) == TIED[family]
+    attn = model.model.layers[0].self_attn  # the shapes the file's metadata rebuilt
+    assert (model.config.num_key_value_heads, attn.head_dim) == (
+        _load(src).config.num_key_value_heads,
+        16,
+    )
     mine = load_tokenizer(src)
-    assert tok(TEXT).input_ids == mine(TEXT).input_ids
+    assert tok(PROBE).input_ids == mine(PROBE).input_ids
     assert (tok.bos_token, tok.eos_token, tok.pad_token) == ("<bos>", "<eos>", "<pad>")
     assert ref.reference_weight_bytes == 4 * sum(p.numel() for p in model.parameters())
+
+
+def test_gguf_tokenizer_that_would_change_on_reload_is_refused(family_dirs, tmp_path) -> None:
+    """A Qwen2 GGUF whose tokenizer splits text GPT-2's way: its folder would load Qwen2's
+    split (digits one by one), so the conversion is refused instead of tokenizing silently
+    differently."""
+    from ecocompress.tasks.download import resolve_model
+
+    g = tmp_path / "tiny-qwen2.gguf"
+    write_gguf(family_dirs["qwen2"], g, pre="default")
+    with pytest.raises(UserError, match=r"tiny-qwen2.gguf: its tokenizer \(Qwen2Tokenizer\) "):
+        resolve_model(str(g))
 
 
 def _gguf_of(path: Path, architecture: str) -> Path:
@@ -279,6 +314,20 @@ def test_gguf_of_an_unsupported_architecture_is_refused_by_name(architecture, tm
     assert "\n" not in str(err.value) and "phi3" in str(err.value) and "qwen2" in str(err.value)
     with pytest.raises(UserError, match=needle):
         resolve_model(str(g))
+
+
+def test_unsupported_gguf_is_refused_by_the_cli_before_any_server(
+    tmp_path, shared_data_dir, capsys, monkeypatch
+) -> None:
+    import ecocompress.flows.stack as stack
+    from tests.flows.test_refusals import _data, _refused
+
+    calls: list[bool] = []
+    monkeypatch.setattr(stack, "connect", lambda quiet=False: calls.append(quiet))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    g = _gguf_of(tmp_path / "m.gguf", "rwkv6")
+    argv = ["evaluate", "--model", str(g), *_data(shared_data_dir)]
+    _refused(argv, capsys, calls, "m.gguf has GGUF architecture 'rwkv6'", "supported", "llama")
 
 
 @pytest.mark.parametrize("architecture", ["llama", "qwen2moe", "gpt-oss", "gemma3"])
@@ -319,9 +368,7 @@ def test_family_through_a_sweep(family, family_dirs, shared_data_dir, sweep_home
 
     model = str(family_dirs[family])
     if family == "llama":
-        from tests.tiny_gguf import write_llama_gguf
-
-        write_llama_gguf(Path(model), tmp_path / "tiny-llama.gguf")
+        write_gguf(Path(model), tmp_path / "tiny-llama.gguf")
         model = str(tmp_path / "tiny-llama.gguf")
     argv = ["--model", model, "--bits", "16", "--prune", "none,wanda", "--pattern", "2:4"]
     argv += ["--benchmarks", "commonsenseqa,perplexity", "--limit", "2", "--max-gen-toks", "8"]
