@@ -32,3 +32,8 @@ class FakeStructuredChatModel(FakeListChatModel):
             return {"raw": AIMessage(content=text), "parsed": parsed, "parsing_error": err}
 
         return RunnableLambda(run)
+
+
+def invalid_answers() -> FakeStructuredChatModel:
+    """``--llm python:tests.agents.fake_chat:invalid_answers``: every answer fails the schema."""
+    return FakeStructuredChatModel(responses=['{"bits": 3, "method": "none"}'])
