@@ -27,7 +27,6 @@ class InvalidProposal(ValueError):
     """A proposal that cannot be used, with the reason shown to the proposer."""
 
 
-LLM_FIELDS = ("bits", "method", "sparsity", "pattern", "backend", "reason")
 REASON_MAX_CHARS = 300
 UNTRIED_SHOWN = 6  # unevaluated candidates listed in the prompt, in the space's order
 
