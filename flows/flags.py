@@ -67,7 +67,7 @@ def _default_text(info: FieldInfo) -> str:
         value = info.default_factory()  # type: ignore[call-arg]
     else:
         value = info.default
-    if value is None or value == {} or isinstance(value, bool):
+    if value is None or value in ({}, (), []) or isinstance(value, bool):
         return ""
     if isinstance(value, tuple | list):
         value = ",".join(str(v) for v in value)
