@@ -26,21 +26,16 @@ from ecocompress.tasks.artifacts import (
 )
 from ecocompress.tasks.cache import COMPLETE, mark_used, publish, reusable
 from ecocompress.tasks.errors import UserError
-from ecocompress.tasks.model_files import check_gguf, check_model_folder, read_config
+from ecocompress.tasks.model_files import check_gguf, check_model_folder
 from ecocompress.tasks.tokenizer_save import save_tokenizer
+from ecocompress.tasks.weights import config_dtype, weight_bytes
 
 ALIASES = ("gemma-3-270m",)
 HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.tiktoken"]
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
+
+
 # Bytes per element of safetensors dtype codes.
-_DTYPE_BYTES = {
-    **dict.fromkeys(("F64", "I64", "U64"), 8),
-    **dict.fromkeys(("F32", "I32", "U32"), 4),
-    **dict.fromkeys(("F16", "BF16", "I16", "U16"), 2),
-    **dict.fromkeys(("I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2"), 1),
-}
-
-
 def memo_hash(path: Path, compute: Any, refresh: bool = False) -> str:
     """``compute(path)`` memoised on the files' (name, size, mtime) in ``cache_dir('hashes')``.
 
@@ -57,63 +52,6 @@ def memo_hash(path: Path, compute: Any, refresh: bool = False) -> str:
     digest = compute(path)
     memo.write_text(json.dumps({"path": str(path), "sha256": digest}))
     return digest
-
-
-def _safetensors_header(path: Path) -> dict[str, Any]:
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")  # u64 little-endian header length
-        return json.loads(f.read(n))
-
-
-def _ties_embeddings(folder: Path, cfg: dict[str, Any]) -> bool:
-    """Whether the model in ``folder`` ties its output head to its input embedding.
-
-    ``config.json``'s ``tie_word_embeddings`` (top level, then ``text_config``); when it says
-    nothing, the default of its config class (True for Gemma, False for Llama or Mistral);
-    False when transformers does not know the config (the file's tensors are then counted).
-    """
-    for scope in (cfg, cfg.get("text_config") or {}):
-        if "tie_word_embeddings" in scope:
-            return bool(scope["tie_word_embeddings"])
-    from transformers import AutoConfig
-
-    try:
-        text = AutoConfig.from_pretrained(folder).get_text_config()
-    except (ValueError, KeyError, OSError):  # no or unknown model_type
-        return False
-    return bool(text.tie_word_embeddings)
-
-
-def weight_bytes(folder: Path) -> int:
-    """Bytes of the unique tensors stored in ``folder``'s safetensors files (no model load).
-
-    An output head stored next to the embedding it is tied to is counted once.
-    """
-    cfg = read_config(folder)
-    sizes: dict[str, int] = {}
-    for f in sorted(folder.glob("*.safetensors")):
-        for name, meta in _safetensors_header(f).items():
-            if name == "__metadata__":
-                continue
-            numel = 1
-            for d in meta["shape"]:
-                numel *= d
-            sizes[name] = numel * _DTYPE_BYTES[meta["dtype"]]
-    if not sizes:
-        raise UserError(
-            f"no *.safetensors weights in {folder}: only safetensors checkpoints are supported"
-        )
-    heads = [n for n in sizes if n.endswith("lm_head.weight")]
-    embedded = any(n.endswith("embed_tokens.weight") for n in sizes)
-    if heads and embedded and _ties_embeddings(folder, cfg):
-        sizes = {n: b for n, b in sizes.items() if n not in heads}
-    return sum(sizes.values())
-
-
-def _config_dtype(folder: Path) -> str:
-    cfg = read_config(folder)
-    dt = cfg.get("dtype") or cfg.get("torch_dtype") or cfg.get("text_config", {}).get("dtype")
-    return str(dt) if dt else "float32"
 
 
 def content_hash(folder: Path) -> str:
@@ -307,7 +245,7 @@ def resolve_model(model: str, revision: str | None = None) -> ModelRef:
             folder = convert_gguf(ggufs[0])
         elif not (folder / "config.json").is_file():
             raise UserError(f"{model} holds neither a model folder nor one .gguf file")
-        return _ref(folder, m["name"], "mlflow", _config_dtype(folder), revision=m["version"])
+        return _ref(folder, m["name"], "mlflow", config_dtype(folder), revision=m["version"])
     path = Path(model).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         check_gguf(path)  # garbage or truncated: one line, not a converter's traceback
@@ -317,7 +255,7 @@ def resolve_model(model: str, revision: str | None = None) -> ModelRef:
             raise UserError(
                 f"model folder {path} has no config.json: pass a transformers model folder"
             )
-        return _ref(path.resolve(), model, "local", _config_dtype(path))
+        return _ref(path.resolve(), model, "local", config_dtype(path))
     if path.exists():
         raise UserError(
             f"model file {path} is not a .gguf file: pass a .gguf file or a model folder"
@@ -332,7 +270,7 @@ def resolve_model(model: str, revision: str | None = None) -> ModelRef:
     folder, sha = _from_hub(model, revision)
     if not (folder / "config.json").is_file():
         raise UserError(f"Hub model {model!r} has no config.json: not a transformers model")
-    return _ref(folder, model, "hub", _config_dtype(folder), revision=sha)
+    return _ref(folder, model, "hub", config_dtype(folder), revision=sha)
 
 
 def check_model(model: str, revision: str | None = None) -> None:

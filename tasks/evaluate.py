@@ -122,14 +122,8 @@ def evaluate_benchmark(
     max_gen = None
     if cfg.get("output_type") == "generate_until":  # HFLM's default when the task sets none
         max_gen = (cfg.get("generation_kwargs") or {}).get("max_gen_toks", lm.max_gen_toks)
-    return BenchmarkResult(
-        benchmark=bench.name,
-        kind=bench.kind,
-        metric=bench.metric,
-        column=bench.column,
-        stderr_column=bench.stderr_column,
-        direction=bench.direction,
-        unit_score=bench.unit_score,
+    return BenchmarkResult.of(
+        bench,
         score=score,
         stderr=stderr,
         n_items=n_items,

@@ -189,14 +189,8 @@ def evaluate_perplexity(
         json.dumps({"summary": summary, "settings": settings, "source": source, "windows": records})
     )
     low, high = ci_columns(BENCHMARK.column)
-    return BenchmarkResult(
-        benchmark=BENCHMARK.name,
-        kind=BENCHMARK.kind,
-        metric=BENCHMARK.metric,
-        column=BENCHMARK.column,
-        stderr_column=BENCHMARK.stderr_column,
-        direction=BENCHMARK.direction,
-        unit_score=False,
+    return BenchmarkResult.of(
+        BENCHMARK,
         score=summary["perplexity"],
         stderr=summary["nll_stderr"],
         n_items=summary["tokens"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from ecocompress.tasks.benchmarks.base import Direction, Kind
+from ecocompress.tasks.benchmarks.base import Benchmark, Direction, Kind
 
 
 class BenchmarkResult(BaseModel):
@@ -64,6 +64,21 @@ class BenchmarkResult(BaseModel):
     notes: list[str] = []
     companions: dict[str, float] = {}
     extra: dict[str, float | int | str | None] = {}
+
+    @classmethod
+    def of(cls, bench: Benchmark, **measured: object) -> BenchmarkResult:
+        """A result of ``bench``: what the declaration fixes (kind, metric, its columns,
+        direction) taken from it, the rest as measured."""
+        return cls(
+            benchmark=bench.name,
+            kind=bench.kind,
+            metric=bench.metric,
+            column=bench.column,
+            stderr_column=bench.stderr_column,
+            direction=bench.direction,
+            unit_score=bench.unit_score,
+            **measured,  # type: ignore[arg-type]
+        )
 
     def metrics(self) -> dict[str, float | None]:
         """The columns a candidate run logs for this benchmark."""

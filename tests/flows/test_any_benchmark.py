@@ -5,26 +5,19 @@ a user's own task YAMLs (one reading its own file, one given with --task-data), 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
+
+from tests.homes import fresh_home
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def eco_home(tmp_path_factory: pytest.TempPathFactory):
-    home = tmp_path_factory.mktemp("eco-home-any")
-    old = {k: os.environ.get(k) for k in ("ECOCOMPRESS_HOME", "MLFLOW_TRACKING_URI")}
-    os.environ["ECOCOMPRESS_HOME"] = str(home)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    yield home
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with fresh_home(tmp_path_factory, "eco-home-any") as home:
+        yield home
 
 
 ITEMS = [

@@ -6,10 +6,11 @@ One module-scoped ECOCOMPRESS_HOME (MLflow store + caches) and one first sweep
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+
+from tests.homes import fresh_home
 
 pytestmark = pytest.mark.slow
 
@@ -18,16 +19,8 @@ BENCH = "truthfulqa,commonsenseqa"
 
 @pytest.fixture(scope="module")
 def eco_home(tmp_path_factory: pytest.TempPathFactory):
-    home = tmp_path_factory.mktemp("eco-home")
-    old = {k: os.environ.get(k) for k in ("ECOCOMPRESS_HOME", "MLFLOW_TRACKING_URI")}
-    os.environ["ECOCOMPRESS_HOME"] = str(home)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    yield home
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with fresh_home(tmp_path_factory, "eco-home") as home:
+        yield home
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ through a real sweep.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -178,7 +177,7 @@ def test_weight_bytes_count_a_tied_head_once(family, family_dirs, tmp_path) -> N
 
     from safetensors.torch import load_file, save_file
 
-    from ecocompress.tasks.download import weight_bytes
+    from ecocompress.tasks.weights import weight_bytes
 
     model = _load(family_dirs[family])
     unique = 4 * sum(p.numel() for p in model.parameters())  # tied parameters listed once
@@ -342,19 +341,12 @@ def test_gguf_architecture_spellings_of_llama_cpp_pass(architecture, tmp_path) -
 
 @pytest.fixture(scope="module")
 def sweep_home(tmp_path_factory: pytest.TempPathFactory):
-    home = tmp_path_factory.mktemp("eco-home-families")
-    old = {k: os.environ.get(k) for k in ("ECOCOMPRESS_HOME", "MLFLOW_TRACKING_URI")}
-    os.environ["ECOCOMPRESS_HOME"] = str(home)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness():
+    from tests.homes import fresh_home
+
+    with fresh_home(tmp_path_factory, "eco-home-families") as home, prefect_test_harness():
         yield home
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 @pytest.mark.slow

@@ -139,15 +139,8 @@ def test_result_record_gives_the_logged_columns():
     from ecocompress.tasks.benchmarks.result import BenchmarkResult
 
     def result(bench: str, score: float, stderr: float | None) -> BenchmarkResult:
-        b = get_benchmark(bench)
-        return BenchmarkResult(
-            benchmark=bench,
-            kind=b.kind,
-            metric=b.metric,
-            column=b.column,
-            stderr_column=b.stderr_column,
-            direction=b.direction,
-            unit_score=b.unit_score,
+        return BenchmarkResult.of(
+            get_benchmark(bench),
             score=score,
             stderr=stderr,
             n_items=10,
