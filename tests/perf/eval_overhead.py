@@ -135,7 +135,7 @@ def main() -> None:
             "ratio_excluding_measure": (pipe["wall_s"] - measure_s) / cli["wall_s"],
             "ratio_total": pipe["wall_s"] / cli["wall_s"],
             "pipeline_accuracy": art["results.json"][0].get(REGISTRY[b].column),
-            "pipeline_stderr": art["results.json"][0].get(f"accuracy_stderr/{b}"),
+            "pipeline_stderr": art["results.json"][0].get(REGISTRY[b].stderr_column),
             "lm_eval_cli_table": cli["stdout_tail"][-1200:],
             # set when the pipeline talked to a running Prefect server instead of starting one
             "prefect_api_url": os.environ.get("PREFECT_API_URL"),

@@ -62,7 +62,7 @@ def main() -> None:
             "cpu_s_per_item": per_cpu,
             "wall_s_per_item": per_wall,
             "score": row.get(REGISTRY[b].column),
-            "stderr": row.get(f"accuracy_stderr/{b}"),
+            "stderr": row.get(REGISTRY[b].stderr_column),
             "full_items": FULL_ITEMS[b],
             "full_wall_h": per_wall * FULL_ITEMS[b] / 3600,
             "full_cpu_h": per_cpu * FULL_ITEMS[b] / 3600,
