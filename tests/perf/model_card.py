@@ -120,11 +120,15 @@ def main() -> None:
         "OMP_NUM_THREADS": str(a.threads),
         "MKL_NUM_THREADS": str(a.threads),
     }
+    log = out.with_suffix(".log")  # lm-eval's progress bars, to follow a long run
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"lm_eval log: {log}", flush=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=common.REPO, capture_output=True, text=True)
+    with log.open("w") as err:
+        proc = subprocess.run(cmd, env=env, cwd=common.REPO, stdout=err, stderr=err)
     wall = time.perf_counter() - t0
     if proc.returncode:
-        sys.stderr.write(proc.stderr[-4000:])
+        sys.stderr.write(log.read_text()[-4000:])
         raise SystemExit(f"lm_eval failed ({proc.returncode})")
     res = json.loads(
         Path(sorted(glob.glob(f"{out}/**/results_*.json", recursive=True))[-1]).read_text()

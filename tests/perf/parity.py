@@ -240,6 +240,33 @@ def run_one(b: str, limit: int, a: argparse.Namespace, model: str, data: Path) -
     }
 
 
+def table(names: list[str]) -> str:
+    """The README's parity table, from the ``parity_<benchmark>.json`` files present."""
+    lines = [
+        "| benchmark | dtype, batch | items | equal items | max rel. diff (loglik) "
+        "| ecocompress | `lm_eval` CLI | ecocompress s (evaluate step) | CLI s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for b in names:
+        f = common.RESULTS / f"parity_{b}.json"
+        if not f.is_file():
+            continue
+        r = json.loads(f.read_text())
+
+        def fmt(x: dict) -> str:
+            se = "n/a" if x["stderr"] is None else f"{x['stderr']:.3f}"
+            return f"{x['score']:.3f} ± {se}"
+
+        lines.append(
+            f"| {b} | {r['dtype']}, {r['batch_size']} | {r['items']} "
+            f"| {r['items'] - r['items_different']} | {r['max_rel_diff_loglikelihood']:.1e} "
+            f"| {fmt(r['pipeline'])} | {fmt(r['cli'])} "
+            f"| {r['pipeline_wall_s']:.0f} ({r['pipeline_evaluate_step_s']:.0f}) "
+            f"| {r['cli_wall_s']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--benchmarks", default="gsm8k,truthfulqa,commonsenseqa,bbh,humaneval")
@@ -249,7 +276,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--max-gen-toks", type=int, default=None)
     ap.add_argument("--seed", type=int, default=1234, help="the pipeline's EvalSpec default")
+    ap.add_argument("--table", action="store_true", help="print the README table and exit")
     a = ap.parse_args()
+    if a.table:
+        print(table(a.benchmarks.split(",")))
+        return
     limits = dict(kv.split("=") for kv in a.limits.split(",") if kv)
     model, data = common.ensure_reference(), common.data_dir()
     for b in a.benchmarks.split(","):
