@@ -35,10 +35,11 @@ from typing import Any
 
 from ecocompress.agents.policies import Policy
 from ecocompress.agents.view import SearchView, proposal
-from ecocompress.metrics.types import Objective
-from ecocompress.tasks.specs import ACCURACY_BENCHMARKS
+from ecocompress.metrics.types import Objective, is_score, measured_columns
+from ecocompress.tasks.benchmarks import REGISTRY, get_benchmark
+from ecocompress.tasks.benchmarks.base import Benchmark
 
-PPL = "perplexity/wikitext2"
+PPL = REGISTRY["perplexity"].column  # perplexity/wikitext2
 MID_LIMIT_UNLIMITED = 100
 
 
@@ -47,15 +48,14 @@ def rung_of(row: dict[str, Any]) -> int:
 
 
 def measures(rung: dict[str, Any], objective: str) -> bool:
-    """Does a rung with these settings produce the metric ``objective``?"""
-    benches = rung.get("benchmarks")
-    if objective == "accuracy":
-        return any(b in ACCURACY_BENCHMARKS for b in benches)
-    if objective.startswith("accuracy/"):
-        return objective.partition("/")[2] in benches
-    if objective == PPL:
-        return "perplexity" in benches
-    return True  # costs: the candidate's measure step runs at every rung
+    """Does a rung with these settings produce the metric ``objective``? (``columns``: the
+    score columns its benchmarks log, set by ``default_ladder``)"""
+    if not is_score(objective):
+        return True  # costs: the candidate's measure step runs at every rung
+    columns = rung.get("columns")
+    if columns is None:  # a ladder given by hand: curated benchmarks only
+        columns = measured_columns([REGISTRY[b] for b in rung["benchmarks"] if b in REGISTRY])
+    return objective in columns
 
 
 def rung_objectives(objectives: list[Objective], rung: dict[str, Any]) -> list[Objective]:
@@ -63,7 +63,7 @@ def rung_objectives(objectives: list[Objective], rung: dict[str, Any]) -> list[O
     rung measures no accuracy benchmark."""
     out = [o for o in objectives if measures(rung, o.name)]
     dropped_quality = any(
-        o.name.startswith("accuracy") and not measures(rung, o.name) for o in objectives
+        is_score(o.name) and o.name != PPL and not measures(rung, o.name) for o in objectives
     )
     if dropped_quality and measures(rung, PPL) and all(o.name != PPL for o in out):
         out.insert(0, Objective(name=PPL, direction="min"))
@@ -89,7 +89,7 @@ def is_proxy(objectives: list[Objective], rung: dict[str, Any]) -> bool:
 
 
 def _quality(o: Objective) -> bool:
-    return o.name.startswith(("accuracy", "perplexity"))
+    return is_score(o.name)
 
 
 def beaten_by(view: SearchView, row: dict[str, Any], proxy: bool = False) -> dict[str, Any] | None:
@@ -219,7 +219,7 @@ def _fmt(v: Any) -> str:
 
 def describe(rung: dict[str, Any]) -> str:
     parts = []
-    acc = [b for b in rung["benchmarks"] if b != "perplexity"]
+    acc = [b for b in rung["benchmarks"] if b != "perplexity"]  # scored on items
     if acc:
         lim = rung.get("limit")
         parts.append(f"{','.join(acc)} at {'all' if lim is None else lim} items")
@@ -255,7 +255,11 @@ class ScreenView(SearchView):
 
 
 def default_ladder(
-    benchmarks: list[str], limit: int | None, ppl_tokens: int, window: int, stride: int
+    benchmarks: list[str] | list[Benchmark],
+    limit: int | None,
+    ppl_tokens: int,
+    window: int,
+    stride: int,
 ) -> list[dict[str, Any]]:
     """Three rungs: perplexity alone on 1/8 of the tokens; every benchmark on a third of
     the items (100 per task without ``limit``) and half the tokens; the full evaluation. Token budgets are aligned on the
@@ -266,12 +270,17 @@ def default_ladder(
             return min(window, ppl_tokens)
         return window + math.ceil((t - window) / stride) * stride
 
-    full = list(dict.fromkeys([*benchmarks, "perplexity"]))
+    benches = [b if isinstance(b, Benchmark) else get_benchmark(b) for b in benchmarks]
+    by_name = {b.name: b for b in [*benches, REGISTRY["perplexity"]]}
+    full = list(by_name)
     # a third of the top rung's items; when the top rung is the whole benchmark (no
     # --limit), MID_LIMIT_UNLIMITED items per task, so rung 1 stays a screen
     mid_limit = MID_LIMIT_UNLIMITED if limit is None else max(1, math.ceil(limit / 3))
-    return [
+    rungs: list[dict[str, Any]] = [
         {"benchmarks": ["perplexity"], "limit": None, "ppl_tokens": aligned(ppl_tokens // 8)},
         {"benchmarks": full, "limit": mid_limit, "ppl_tokens": aligned(ppl_tokens // 2)},
         {"benchmarks": full, "limit": limit, "ppl_tokens": ppl_tokens},
     ]
+    for rung in rungs:
+        rung["columns"] = sorted(measured_columns([by_name[b] for b in rung["benchmarks"]]))
+    return rungs

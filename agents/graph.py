@@ -158,6 +158,7 @@ def build_graph(checkpointer: Any = None, chat_model: Any = None):
                     f"fallback to agent after {attempts} invalid llm answers "
                     f"(last: {state.get('feedback')}): {p['reason']}"
                 )
+                p["fallback_from"] = "llm"  # counted by agents.llm.llm_counts
             return {"proposal": p, "feedback": None}
         policy = make_policy(s.policy, sampler=s.sampler)
         if s.fidelities:

@@ -11,7 +11,21 @@ from typing import Any
 from ecocompress.agents.graph import build_graph, run_search
 from ecocompress.agents.settings import SearchSettings
 from ecocompress.agents.space import Space
+from ecocompress.tasks.benchmarks import REGISTRY
 from ecocompress.tasks.errors import UserError
+
+
+def legacy_columns(row: dict[str, Any]) -> dict[str, Any]:
+    """A row recorded before benchmarks logged their own metric (``accuracy/<b>``,
+    ``accuracy_stderr/<b>``) under today's names (``exact_match/gsm8k``, ...)."""
+    out = {}
+    for k, v in row.items():
+        kind, sep, bench = k.partition("/")
+        if sep and kind in ("accuracy", "accuracy_stderr") and bench in REGISTRY:
+            col = REGISTRY[bench].column
+            k = col if kind == "accuracy" else REGISTRY[bench].stderr_column or k
+        out[k] = v
+    return out
 
 
 def load_grid(path: str | Path) -> tuple[dict[str, Any], Space, dict[str, dict[str, Any]]]:
@@ -37,7 +51,8 @@ def load_grid(path: str | Path) -> tuple[dict[str, Any], Space, dict[str, dict[s
         c = by_label.get(r["candidate"])
         if c is None:
             raise UserError(f"grid fixture {path}: row {r['candidate']!r} is not in its grid")
-        rows[c.canonical()] = {**r, "key": c.canonical(), "wall_s": 0.0, "emitted_co2_kg": 0.0}
+        row = {**legacy_columns(r), "key": c.canonical(), "wall_s": 0.0, "emitted_co2_kg": 0.0}
+        rows[c.canonical()] = row
     missing = [c.label for c in space.candidates if c.canonical() not in rows]
     if missing:
         raise UserError(f"grid fixture {path}: no row for {', '.join(missing)}")

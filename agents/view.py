@@ -12,7 +12,7 @@ from typing import Any
 from ecocompress.agents.settings import SearchSettings
 from ecocompress.agents.space import Space
 from ecocompress.metrics.recommend import Constraints
-from ecocompress.metrics.types import Objective
+from ecocompress.metrics.types import Objective, is_score
 from ecocompress.tasks.specs import CandidateSpec
 
 
@@ -191,8 +191,7 @@ def quality(view: SearchView, row: dict[str, Any]) -> str:
     parts = [
         f"{o.name} {float(row[o.name]):.4g}"
         for o in view.objectives
-        if (o.name.startswith("accuracy") or o.name.startswith("perplexity"))
-        and finite(row.get(o.name))
+        if is_score(o.name) and finite(row.get(o.name))
     ]
     return ", ".join(parts) or "no quality measured"
 

@@ -35,6 +35,8 @@ from ecocompress.flows.steps import (
 )
 from ecocompress.metrics.types import Status
 from ecocompress.tasks.artifacts import ModelRef
+from ecocompress.tasks.benchmarks import get_benchmark
+from ecocompress.tasks.benchmarks.result import BenchmarkResult
 from ecocompress.tasks.cache import hold
 from ecocompress.tasks.errors import EXCEPTIONS_TO_RAISE, UserError
 from ecocompress.tasks.prune import checkpoint_path
@@ -189,17 +191,21 @@ def _hold_checkpoint(ctx: RunContext, cand: CandidateSpec, p: RunParams) -> Abst
     return nullcontext(True) if path is None else hold(path)
 
 
-def _perplexity_metrics(benches: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """``perplexity/wikitext2``, its 95 % interval and the stderr of its log (the mean NLL)."""
-    if "perplexity" not in benches:
-        return {}
-    r = benches["perplexity"]["result"]
-    return {
-        "perplexity/wikitext2": r["score"],
-        "perplexity_ci_low/wikitext2": r["extra"]["ci_low"],
-        "perplexity_ci_high/wikitext2": r["extra"]["ci_high"],
-        "log_perplexity_stderr/wikitext2": r["stderr"],
-    }
+def score_metrics(results: list[BenchmarkResult]) -> tuple[dict[str, float | None], float | None]:
+    """Each benchmark's logged columns (``BenchmarkResult.metrics``) plus ``accuracy``, the
+    mean of the scores that are fractions of items, and that mean's standard error
+    (benchmarks as independent samples; ``None`` if one has none)."""
+    out: dict[str, float | None] = {}
+    for r in results:
+        out.update(r.metrics())
+    unit = [r for r in results if r.unit_score]
+    if not unit:
+        return out, None
+    out["accuracy"] = sum(r.score for r in unit) / len(unit)
+    errs = [r.stderr for r in unit]
+    if any(e is None for e in errs):
+        return out, None
+    return out, sum(e * e for e in errs) ** 0.5 / len(unit)  # type: ignore[operator]
 
 
 def _evaluate(
@@ -250,11 +256,9 @@ def _evaluate(
                 if not hit:
                     ctx.energy_spent_kwh += e["energy_kwh"]
             methods.add(e.get("energy_method") or "unmeasured")
-            tracking.log_artifact(
-                run_id,
-                out["result"]["results_path"],
-                "perplexity" if spec.benchmark == "perplexity" else f"lm_eval/{spec.benchmark}",
-            )
+            bench = get_benchmark(spec.benchmark, spec.include_path)
+            folder = f"lm_eval/{bench.name}" if bench.evaluator == "lm_eval" else bench.evaluator
+            tracking.log_artifact(run_id, out["result"]["results_path"], folder)
             if e.get("emissions_csv"):
                 tracking.log_artifact(run_id, e["emissions_csv"], f"emissions/{spec.benchmark}")
         energy = None if math.isnan(energy_kwh) else energy_kwh
@@ -267,15 +271,10 @@ def _evaluate(
             intensity_g_per_kwh=ctx.intensity_g_per_kwh,
         )
 
-        scored = {b: o["result"] for b, o in benches.items() if b != "perplexity"}
-        accs = {b: r["score"] for b, r in scored.items()}
-        errs = {b: r.get("stderr") for b, r in scored.items()}
-        known = [e for e in errs.values() if e is not None]
+        results = [BenchmarkResult.model_validate(o["result"]) for o in benches.values()]
+        scores, accuracy_stderr = score_metrics(results)
         metrics: dict[str, float | None] = {
-            **{f"accuracy/{b}": v for b, v in accs.items()},
-            **{f"accuracy_stderr/{b}": v for b, v in errs.items()},
-            **({"accuracy": sum(accs.values()) / len(accs)} if accs else {}),
-            **_perplexity_metrics(benches),
+            **scores,
             "latency_ms": meas["latency_ms"],
             "throughput_tps": meas["throughput_tps"],
             "memory_gb": meas["memory_gb"],
@@ -290,6 +289,12 @@ def _evaluate(
         tracking.set_tags(
             run_id,
             {
+                **{f"direction/{r.column}": r.direction for r in results},
+                **(
+                    {"accuracy_of": ",".join(r.benchmark for r in results if r.unit_score)}
+                    if "accuracy" in scores
+                    else {}
+                ),
                 "energy_method": "; ".join(sorted(methods)),
                 "cache_hit": str(cache_hit).lower(),
                 "latency_method": meas["latency_method"],
@@ -313,11 +318,8 @@ def _evaluate(
             }
             for b, o in benches.items()
         }
-        # The mean's stderr, treating benchmarks as independent samples.
-        if accs:
-            row["accuracy_stderr"] = (
-                (sum(e * e for e in known) ** 0.5 / len(accs)) if len(known) == len(accs) else None
-            )
+        if "accuracy" in scores:
+            row["accuracy_stderr"] = accuracy_stderr
         row.update(
             status=Status.OK.value,
             cache_hit=cache_hit,

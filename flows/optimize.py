@@ -24,6 +24,7 @@ from ecocompress.agents.graph import (
     thread_exists,
     view_of,
 )
+from ecocompress.agents.llm import llm_counts
 from ecocompress.agents.settings import SearchSettings
 from ecocompress.flows.candidate import INTERRUPTS, evaluate_candidate
 from ecocompress.flows.events import OWN_VERSION_TAG
@@ -45,10 +46,18 @@ def checkpoint_path() -> Path:
 
 
 def load_chat_model(spec: str | None) -> Any:
-    """``python:pkg.module:factory`` (a callable returning a LangChain chat model) or
+    """``local:<smollm2 | .gguf file | model folder>`` (a transformers model on this machine,
+    structured output by constrained decoding: agents/local_chat.py),
+    ``python:pkg.module:factory`` (a callable returning a LangChain chat model) or
     ``provider:model`` for ``langchain.chat_models.init_chat_model`` (extra ``llm``)."""
     if not spec:
-        raise UserError("policy llm needs --llm: provider:model or python:pkg.module:factory")
+        raise UserError(
+            "policy llm needs --llm: local:smollm2, provider:model or python:pkg.module:factory"
+        )
+    if spec.startswith("local:"):
+        from ecocompress.agents.local_chat import load_local_chat_model
+
+        return load_local_chat_model(spec[len("local:") :])
     if spec.startswith("python:"):
         import importlib
 
@@ -193,6 +202,8 @@ def optimize_flow(
     finally:
         ctx.holds.close()
     summary.update(out)
+    counts = llm_counts(values.get("decisions", [])) if settings.policy == "llm" else {}
+    summary.update(counts)
     summary["search_co2_kg"] = co2_kg(ctx.energy_spent_kwh, ctx.intensity_g_per_kwh)
     tracking.log_metrics(
         ctx.parent_run_id,
@@ -201,6 +212,8 @@ def optimize_flow(
             "search_co2_kg": summary["search_co2_kg"],
             "search_co2_kg_all_sessions": values["spent"].get("co2_kg", 0.0),
             "evaluations": float(values["spent"].get("evaluations", 0)),
+            # how the llm's answers went: valid, invalid (asked again), fallbacks to agent
+            **{k: float(n) for k, n in counts.items()},
         },
     )
     tracking.end_run(ctx.parent_run_id, "FINISHED" if summary["n_ok"] else "FAILED")

@@ -15,11 +15,11 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 
 from ecocompress.metrics.types import default_objectives
+from ecocompress.tasks.benchmarks import DEFAULT_BENCHMARKS, REGISTRY, get_benchmark
+from ecocompress.tasks.benchmarks.base import Benchmark
 from ecocompress.tasks.specs import (
-    BENCHMARKS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_BBH_TASKS,
-    DEFAULT_BENCHMARKS,
     DEFAULT_PPL_STRIDE,
     DEFAULT_PPL_TOKENS,
     DEFAULT_PPL_WINDOW,
@@ -59,7 +59,7 @@ def check_experiment_name(name: str) -> str:
     return name
 
 
-def _csv_items(name: str, kind: type):
+def _csv_items(name: str, kind: type, empty_ok: bool = False):
     """A before-validator for comma-list axes: each item converted with ``kind``, or a
     one-line error naming the axis and the item."""
 
@@ -77,7 +77,7 @@ def _csv_items(name: str, kind: type):
                 out.append(kind(item))
             except (TypeError, ValueError):
                 raise ValueError(f"{name} {item!r} is not a valid {kind.__name__}") from None
-        if not out:
+        if not out and not empty_ok:
             raise ValueError(f"{name} is empty")
         return tuple(out)
 
@@ -99,7 +99,15 @@ class RunParams(Spec):
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit)")
     benchmarks: tuple[str, ...] = Field(
         DEFAULT_BENCHMARKS,
-        description=f"comma list of {','.join(BENCHMARKS)}",
+        description=f"comma list: {','.join(REGISTRY)}, or any lm-eval task or group "
+        "(arc_easy, piqa, hellaswag, winogrande, mmlu, ...; yours with --include-path)",
+    )
+    include_path: tuple[str, ...] = Field(
+        (), description="folders of your own lm-eval task YAMLs (comma list)"
+    )
+    task_data: dict[str, str] = Field(
+        default_factory=dict,
+        description="local data of lm-eval tasks, e.g. arc_easy=path/test.jsonl[:split]",
     )
     limit: int | None = Field(
         None, description="items per benchmark (sub)task: a screening run (default: all)"
@@ -149,6 +157,7 @@ class RunParams(Spec):
     _limit = field_validator("limit")(classmethod(lambda cls, v: check_limit(v)))
     _benchmark_list = _csv_items("benchmarks", str)
     _bbh_list = _csv_items("bbh_tasks", str)
+    _include_list = _csv_items("include_path", str, empty_ok=True)
 
     @field_validator("experiment")
     @classmethod
@@ -171,6 +180,13 @@ class RunParams(Spec):
             EvalSpec(benchmark=b)
         return tuple(dict.fromkeys(v))
 
+    @field_validator("include_path")
+    @classmethod
+    def _include(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from ecocompress.tasks.benchmarks.lm_eval_tasks import check_include_path
+
+        return check_include_path(v)
+
     @model_validator(mode="after")
     def _data_dir(self) -> RunParams:
         if self.data_dir is None and os.environ.get("ECOCOMPRESS_DATA_DIR"):
@@ -180,11 +196,12 @@ class RunParams(Spec):
             if not p.is_dir():
                 raise ValueError(f"data_dir {self.data_dir} does not exist or is not a folder")
             object.__setattr__(self, "data_dir", str(p))
-        for b in self.num_fewshot:
-            if b not in self.benchmarks:
-                raise ValueError(f"num_fewshot names {b!r}, which is not among the benchmarks run")
+        for flag, names in (("num_fewshot", self.num_fewshot), ("task_data", self.task_data)):
+            for b in names:
+                if b not in self.benchmarks:
+                    raise ValueError(f"{flag} names {b!r}, which is not among the benchmarks run")
         if self.objectives is None:
-            object.__setattr__(self, "objectives", default_objectives(self.benchmarks))
+            object.__setattr__(self, "objectives", default_objectives(self.benches()))
         self._objectives_measured()
         if self.ppl_stride > self.ppl_window:
             raise ValueError(
@@ -202,32 +219,45 @@ class RunParams(Spec):
             require_sandbox()  # UserError naming what to install, before any server starts
         return self
 
+    def benches(self) -> list[Benchmark]:
+        """The declaration of each benchmark run (an lm-eval task's is read from its YAML).
+
+        Raises:
+            UserError: a name neither curated nor known to lm-eval, with the closest names.
+        """
+        return [get_benchmark(b, self.include_path) for b in self.benchmarks]
+
     def _objectives_measured(self) -> None:
         """Every objective must be a column the benchmarks run will produce (checked before
         any work, not at the Pareto step)."""
-        from ecocompress.tasks.specs import ACCURACY_BENCHMARKS
+        from ecocompress.metrics.types import measured_columns, parse_objectives
 
+        parse_objectives(self.objectives)  # names and directions first
+        benches = self.benches()
+        produced = measured_columns(benches)
         for term in self.objectives.split(","):
             name = term.partition(":")[0].strip()
-            if name == "accuracy" and not any(b in ACCURACY_BENCHMARKS for b in self.benchmarks):
+            if name == "accuracy" and name not in produced:
                 raise ValueError(
-                    f"objective {name!r} needs an accuracy benchmark, but only "
-                    f"{','.join(self.benchmarks)} run"
+                    f"objective {name!r} needs a benchmark scored as a fraction of items, but "
+                    f"only {','.join(self.benchmarks)} run"
                 )
-            kind, sep, rest = name.partition("/")
-            bench = "perplexity" if kind == "perplexity" else rest
-            if sep and kind in ("accuracy", "perplexity") and bench not in self.benchmarks:
+            _, sep, bench = name.partition("/")
+            if sep and name not in produced:
+                have = ", ".join(b.column for b in benches)
                 raise ValueError(
-                    f"objective {name!r} needs benchmark {bench!r}, which is not among "
-                    f"--benchmarks {','.join(self.benchmarks)}"
+                    f"objective {name!r} is not measured by --benchmarks "
+                    f"{','.join(self.benchmarks)} (they log {have})"
                 )
 
     def eval_specs(self) -> list[EvalSpec]:
         """One EvalSpec per benchmark, in the order asked for."""
         return [
             EvalSpec(
-                benchmark=b,
-                num_fewshot=self.num_fewshot.get(b),
+                benchmark=bench.name,
+                num_fewshot=self.num_fewshot.get(bench.name, bench.default_shots),
+                include_path=self.include_path,
+                task_data=self.task_data.get(bench.name),
                 limit=self.limit,
                 batch_size=self.batch_size,
                 bbh_tasks=self.bbh_tasks,
@@ -237,7 +267,7 @@ class RunParams(Spec):
                 ppl_window=self.ppl_window,
                 ppl_stride=self.ppl_stride,
             )
-            for b in self.benchmarks
+            for bench in self.benches()
         ]
 
     def experiment_name(self) -> str:

@@ -8,6 +8,7 @@ or a model is converted. The flows check the same things again, where they are u
 
 from __future__ import annotations
 
+import bz2
 import gzip
 from pathlib import Path
 
@@ -46,33 +47,39 @@ def preflight(r: Resolved) -> None:
 
 
 def data_files(r: Resolved) -> list[Path]:
-    """The files under ``--data-dir`` the command reads: each benchmark's, and WikiText-2
-    when a candidate prunes with Wanda (its calibration text)."""
+    """The local files the command reads: each benchmark's (under ``--data-dir``, or given
+    with ``--task-data``), and WikiText-2 when a candidate prunes with Wanda (its
+    calibration text)."""
     from ecocompress.tasks.benchmarks.validation import benchmark_data_files
-    from ecocompress.tasks.calibration import WIKITEXT_TEST
+    from ecocompress.tasks.benchmarks.wikitext import WIKITEXT_TEST
 
-    data_dir = Path(r.run.data_dir)  # type: ignore[arg-type]
+    data_dir = Path(r.run.data_dir) if r.run.data_dir else None
     files = [f for spec in r.run.eval_specs() for f in benchmark_data_files(spec, data_dir)]
-    if any(c.prune.method == "wanda" for c in r.candidates):
+    if data_dir is not None and any(c.prune.method == "wanda" for c in r.candidates):
         files.append(data_dir / WIKITEXT_TEST)
     return list(dict.fromkeys(files))
 
 
 def check_data(r: Resolved) -> None:
-    """Each data file the command reads exists and is UTF-8 text (gzip-compressed where
-    named .gz); offline, a data dir is given.
+    """Each data file the command reads exists and is UTF-8 text (compressed where named
+    .gz or .bz2); offline, a data dir is given, and each lm-eval task has local data.
 
     Raises:
         UserError: naming the file.
     """
-    if r.run.data_dir is None:
+    from ecocompress.tasks.benchmarks.generic import check_source
+
+    data_dir = Path(r.run.data_dir) if r.run.data_dir else None
+    for bench, spec in zip(r.run.benches(), r.run.eval_specs(), strict=True):
+        if not bench.curated:  # local data declared, or a source its YAML can reach
+            check_source(bench, spec, data_dir)
+    if data_dir is None:
         import huggingface_hub.constants as hc
 
-        if hc.HF_HUB_OFFLINE:
+        if hc.HF_HUB_OFFLINE and any(b.curated for b in r.run.benches()):
             raise UserError(
                 "the Hub is offline (HF_HUB_OFFLINE=1): pass --data-dir with the benchmark files"
             )
-        return
     for path in data_files(r):
         if not path.is_file():
             raise UserError(f"benchmark data file not found: {path}")
@@ -80,7 +87,7 @@ def check_data(r: Resolved) -> None:
 
 
 def check_text(path: Path) -> None:
-    """``path`` decodes as UTF-8 (after gunzip for ``.gz``).
+    """``path`` decodes as UTF-8 (after decompressing ``.gz`` and ``.bz2``).
 
     Raises:
         UserError: naming the file and the byte offset of the first bad byte.
@@ -88,7 +95,7 @@ def check_text(path: Path) -> None:
     import codecs
 
     decoder = codecs.getincrementaldecoder("utf-8")()
-    opener = gzip.open if path.suffix == ".gz" else open
+    opener = {".gz": gzip.open, ".bz2": bz2.open}.get(path.suffix, open)
     done = 0
     try:
         with opener(path, "rb") as f:
@@ -101,7 +108,7 @@ def check_text(path: Path) -> None:
             f"benchmark data file {path} is not UTF-8 text ({exc.reason} at byte "
             f"{done + exc.start})"
         ) from None
-    except (OSError, EOFError) as exc:  # a corrupt or truncated .gz
+    except (OSError, EOFError) as exc:  # a corrupt or truncated .gz or .bz2
         raise UserError(f"benchmark data file {path} cannot be read: {exc}") from None
 
 

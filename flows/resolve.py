@@ -155,7 +155,7 @@ def search_settings(run: RunParams, space: SpaceParams, search: SearchParams):
         from ecocompress.agents.fidelity import default_ladder
 
         fidelities = default_ladder(
-            [b for b in run.benchmarks if b != "perplexity"],
+            [b for b in run.benches() if b.evaluator != "perplexity"],
             run.limit,
             run.ppl_tokens,
             run.ppl_window,
@@ -174,12 +174,11 @@ def search_settings(run: RunParams, space: SpaceParams, search: SearchParams):
         search.memory_limit,
         search.latency_limit,
     )
-    from ecocompress.metrics.types import PERPLEXITY_BENCHMARKS, PERPLEXITY_METRICS
-
-    accuracy_measured = any(b not in PERPLEXITY_BENCHMARKS for b in run.benchmarks)
-    if "accuracy" in weights and not accuracy_measured and not search.weights:
-        # perplexity alone measures quality: a profile's accuracy weight goes to it
-        weights = {PERPLEXITY_METRICS[0] if k == "accuracy" else k: v for k, v in weights.items()}
+    benches = run.benches()
+    if "accuracy" in weights and not any(b.unit_score for b in benches) and not search.weights:
+        # no benchmark scored on items: a profile's accuracy weight goes to the first other
+        # quality metric (perplexity/wikitext2 when perplexity runs alone)
+        weights = {benches[0].column if k == "accuracy" else k: v for k, v in weights.items()}
     reeval = search.reeval_limit
     if reeval is None and run.limit is not None:
         reeval = REEVAL_LIMIT_FACTOR * run.limit

@@ -80,7 +80,9 @@ class SearchParams(Spec):
         json_schema_extra={"flag": "--no-register"},
     )
     llm: str | None = Field(
-        None, description="policy llm: provider:model or python:pkg.module:factory"
+        None,
+        description="policy llm: local:smollm2 (or local:<.gguf or model folder>), "
+        "provider:model or python:pkg.module:factory",
     )
 
     @field_validator("policy")
@@ -109,7 +111,9 @@ class SearchParams(Spec):
     @model_validator(mode="after")
     def _llm(self) -> SearchParams:
         if self.policy == "llm" and not self.llm:
-            raise ValueError("policy llm needs --llm: provider:model or python:pkg.module:factory")
+            raise ValueError(
+                "policy llm needs --llm: local:smollm2, provider:model or python:pkg.module:factory"
+            )
         if self.policy == "llm" and self.multi_fidelity:
             raise ValueError("--multi-fidelity works with policies agent, optuna, random, grid")
         return self

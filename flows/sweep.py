@@ -39,7 +39,7 @@ def prepare_data(params: RunParams) -> tuple[dict[str, str], str]:
         hashes[spec.benchmark] = data_hash(benchmark_data_files(spec, data_dir))
     calib = ""
     if data_dir is not None:
-        from ecocompress.tasks.calibration import WIKITEXT_TEST
+        from ecocompress.tasks.benchmarks.wikitext import WIKITEXT_TEST
 
         wt = data_dir / WIKITEXT_TEST
         calib = data_hash([wt]) if wt.is_file() else "missing"

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
-from ecocompress.metrics.types import Objective
+from ecocompress.metrics.types import Objective, is_score
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"  # "Machine learning" in the UI
@@ -54,7 +54,7 @@ def _col(group: str, key: str) -> str:
 
 
 def _quality(o: Objective) -> bool:
-    return o.name.startswith(("accuracy", "perplexity/"))
+    return is_score(o.name)
 
 
 def _scatter(section: str, x: str, y: str) -> dict[str, Any]:

@@ -16,8 +16,8 @@ beyond noise iff
    an exact objective (a cost, taken as measured), or better by more than
    ``z * sqrt(se_a**2 + se_b**2)`` on a noisy one.
 
-Noisy objectives are ``accuracy`` / ``accuracy/<b>`` (gap in accuracy units, stderr from
-``accuracy_stderr`` / ``accuracy_stderr/<b>``) and ``perplexity/<b>`` (gap in
+Noisy objectives are ``accuracy`` / a benchmark's score ``<metric>/<b>`` (gap in its units,
+stderr from ``accuracy_stderr`` / ``<metric>_stderr/<b>``) and ``perplexity/<b>`` (gap in
 log(perplexity), stderr from ``log_perplexity_stderr/<b>``, nats); a missing stderr counts
 as 0. Consequences: (i) with every stderr 0 (or ``z == 0``) this is plain Pareto dominance;
 (ii) beating implies plain dominance, so the beyond-noise front (rows no ok row beats)
@@ -122,7 +122,7 @@ def beats_beyond_noise(
     ``a`` must Pareto-dominate ``b`` as measured and be better than ``b`` on at least one
     objective by more than the noise: strictly, on an exact objective (costs); by more
     than ``z * sqrt(se_a**2 + se_b**2)`` on an accuracy-type objective (accuracy units,
-    stderr from ``accuracy_stderr[/<b>]``) or on log(perplexity) for ``perplexity/<b>``
+    stderr from ``accuracy_stderr`` or ``<metric>_stderr/<b>``) or on log(perplexity) for ``perplexity/<b>``
     (stderr from ``log_perplexity_stderr/<b>``, nats). A missing stderr counts as 0.
 
     Args:

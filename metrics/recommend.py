@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ecocompress.metrics.types import DEFAULT_DIRECTIONS, Objective
+from ecocompress.metrics.types import DEFAULT_DIRECTIONS, Objective, score_metric
 from ecocompress.tasks.errors import UserError
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ def parse_weights(text: str) -> dict[str, float]:
                 f"weights term {term!r} is malformed: use name=value, e.g. accuracy=0.5"
             )
         col = WEIGHT_ALIASES.get(name, name)
-        if col not in DEFAULT_DIRECTIONS and not col.startswith("accuracy/"):
+        if col not in DEFAULT_DIRECTIONS and not score_metric(col):
             allowed = ", ".join(sorted(set(WEIGHT_ALIASES) | set(DEFAULT_DIRECTIONS)))
             raise UserError(f"weights name unknown metric {name!r}: allowed {allowed}")
         try:

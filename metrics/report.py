@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ecocompress.metrics.pareto import hypervolume as _hypervolume
 from ecocompress.metrics.pareto import objective_bounds, pareto_front
-from ecocompress.metrics.types import Objective, ci_columns, stderr_column
+from ecocompress.metrics.types import Objective, ci_columns, is_score, is_unit_score, stderr_column
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,8 +50,8 @@ def screening_note(df: pd.DataFrame) -> str:
 def _y_objective(objectives: Sequence[Objective]) -> Objective:
     """The y axis: the first accuracy-type objective, else a perplexity, else the first."""
     return next(
-        (o for o in objectives if o.name.startswith("accuracy")),
-        next((o for o in objectives if o.name.startswith("perplexity/")), objectives[0]),
+        (o for o in objectives if is_unit_score(o.name)),
+        next((o for o in objectives if is_score(o.name)), objectives[0]),
     )
 
 

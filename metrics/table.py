@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from ecocompress.metrics.types import ci_columns, is_score, stderr_column
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -36,8 +38,8 @@ def _perplexity(row: Any, col: str) -> str:
     v = row.get(col)
     if _missing(v):
         return "-"
-    bench = col.partition("/")[2]
-    lo, hi = row.get(f"perplexity_ci_low/{bench}"), row.get(f"perplexity_ci_high/{bench}")
+    low, high = ci_columns(col)  # type: ignore[misc]
+    lo, hi = row.get(low), row.get(high)
     ci = "n/a" if _missing(lo) or _missing(hi) else f"{lo:.2f}, {hi:.2f}"
     return f"{v:.2f} [{ci}]"
 
@@ -45,8 +47,8 @@ def _perplexity(row: Any, col: str) -> str:
 def format_results_table(df: pd.DataFrame) -> str:
     """Render the results table as aligned plain text.
 
-    Columns: candidate, status, accuracy ± stderr, each ``accuracy/<b>`` ± stderr, each
-    ``perplexity/<b>`` with its 95 % confidence interval (``15.41 [14.80, 16.05]``), the
+    Columns: candidate, status, accuracy ± stderr, each benchmark's score ``<metric>/<b>``
+    ± its stderr, each ``perplexity/<b>`` with its 95 % confidence interval (``15.41 [14.80, 16.05]``), the
     costs present, and ``on_front`` when ranked. Unmeasured values (a failed row, the
     accuracy of a perplexity-only run) print as ``-``. A table with a ``limit`` gets a
     ``SCREENING (limit=N)`` caption.
@@ -57,8 +59,8 @@ def format_results_table(df: pd.DataFrame) -> str:
     Returns:
         The table as a string (lines joined by newlines).
     """
-    benches = [c for c in df.columns if c.startswith("accuracy/")]
-    ppls = [c for c in df.columns if c.startswith("perplexity/")]
+    benches = [c for c in df.columns if is_score(c) and c != "accuracy" and not ci_columns(c)]
+    ppls = [c for c in df.columns if ci_columns(c)]
     header = ["candidate", "status", "accuracy", *benches, *ppls]
     header += [c for c in _COSTS if c in df.columns]
     header += ["on_front"] if "on_front" in df.columns else []
@@ -70,7 +72,7 @@ def format_results_table(df: pd.DataFrame) -> str:
             status = f"eliminated at rung {int(row['eliminated_at_rung'])}"
         cells = [str(row.get("candidate", "")), status]
         cells.append(_score(row, "accuracy", "accuracy_stderr"))
-        cells += [_score(row, b, b.replace("accuracy/", "accuracy_stderr/")) for b in benches]
+        cells += [_score(row, b, stderr_column(b)) for b in benches]
         cells += [_perplexity(row, p) for p in ppls]
         for c, fmt in _COSTS.items():
             if c in df.columns:

@@ -1,9 +1,10 @@
 """Objectives: which metric a Pareto search optimises and in which direction.
 
 An objective is a metric name from the results table plus ``max`` or ``min``. Metric
-names are the columns every candidate row carries (see ``KNOWN_METRICS``),
-``accuracy/<benchmark>`` for a single benchmark's score, and ``perplexity/<corpus>`` for
-a token-level perplexity benchmark (``perplexity/wikitext2``).
+names are the columns every candidate row carries: the costs (``DEFAULT_DIRECTIONS``),
+``accuracy`` (the mean of the benchmarks scored as a fraction of items) and each
+benchmark's own primary metric, ``<metric>/<benchmark>`` (``exact_match/gsm8k``,
+``acc_norm/arc_easy``, ``perplexity/wikitext2``), named in ``tasks.benchmarks.base``.
 
 Scores are measured on a sample of items or tokens, so they carry a standard error
 (``stderr_column``); costs are taken as measured.
@@ -17,8 +18,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from ecocompress.tasks.benchmarks import REGISTRY
+from ecocompress.tasks.benchmarks.base import (
+    LOG_SCALE,
+    METRIC_DIRECTIONS,
+    UNIT_SCORES,
+    Benchmark,
+)
+from ecocompress.tasks.benchmarks.base import stderr_column as _score_stderr
+from ecocompress.tasks.benchmarks.perplexity import ci_columns as _ppl_ci
 from ecocompress.tasks.errors import UserError
-from ecocompress.tasks.specs import ACCURACY_BENCHMARKS, BENCHMARKS
 
 Direction = Literal["max", "min"]
 
@@ -34,20 +43,10 @@ class Status(str, Enum):
         return self.value
 
 
-# The benchmark ``perplexity`` (tasks.specs) is token-level perplexity on WikiText-2, not
-# an accuracy. Its row columns: ``perplexity/wikitext2`` (exp of the mean token negative
-# log-likelihood, >= 1, lower is better), ``perplexity_ci_low/wikitext2`` and
-# ``perplexity_ci_high/wikitext2`` (its 95 % confidence interval) and
-# ``log_perplexity_stderr/wikitext2`` (standard error of the mean token NLL in nats, i.e.
-# of log(perplexity)).
-PERPLEXITY_BENCHMARKS: tuple[str, ...] = ("perplexity",)
-PERPLEXITY_METRICS: tuple[str, ...] = ("perplexity/wikitext2",)
-
 # Each metric's natural direction, defined once: higher is better for scores and
-# throughput, lower for perplexity and every cost.
+# throughput, lower for every cost (a benchmark's own metric: ``METRIC_DIRECTIONS``).
 DEFAULT_DIRECTIONS: dict[str, Direction] = {
     "accuracy": "max",
-    **dict.fromkeys(PERPLEXITY_METRICS, "min"),
     "latency_ms": "min",  # median ms per generated token, batch 1
     "throughput_tps": "max",  # generated tokens per second
     "memory_gb": "min",  # bytes of the weights held, GB
@@ -57,8 +56,9 @@ DEFAULT_DIRECTIONS: dict[str, Direction] = {
     "compression_ratio": "max",  # reference weight bytes / candidate weight bytes
     "sparsity": "max",  # fraction of zeroed Linear weights
 }
+# Named in messages (did-you-mean); any ``<metric>/<benchmark>`` of a known metric is valid.
 KNOWN_METRICS: tuple[str, ...] = tuple(DEFAULT_DIRECTIONS) + tuple(
-    f"accuracy/{b}" for b in BENCHMARKS if b not in PERPLEXITY_BENCHMARKS
+    b.column for b in REGISTRY.values()
 )
 # Columns that are costs: a valid measurement is never negative. Perplexity is a score,
 # not a cost (and is >= 1, checked in metrics.validation).
@@ -73,36 +73,44 @@ COST_METRICS: tuple[str, ...] = (
 )
 
 
+def score_metric(name: str) -> str | None:
+    """The metric of a per-benchmark score column ``<metric>/<benchmark>``, else None."""
+    metric, sep, bench = name.partition("/")
+    return metric if sep and bench and metric in METRIC_DIRECTIONS else None
+
+
+def is_score(name: str) -> bool:
+    """``accuracy`` or a benchmark's score column (not a cost, not a stderr)."""
+    return name == "accuracy" or score_metric(name) is not None
+
+
+def is_unit_score(name: str) -> bool:
+    """A score that is a fraction of items in [0, 1]."""
+    return name == "accuracy" or score_metric(name) in UNIT_SCORES
+
+
 def stderr_column(name: str) -> str | None:
     """The column holding the standard error of metric ``name``; None for exact metrics.
 
-    ``accuracy`` -> ``accuracy_stderr`` and ``accuracy/<b>`` -> ``accuracy_stderr/<b>``
-    (lm-eval's standard error of the mean item score, in accuracy units);
+    ``accuracy`` -> ``accuracy_stderr``; a benchmark's score ``<metric>/<b>`` ->
+    ``<metric>_stderr/<b>`` (lm-eval's standard error of the mean item score), and
     ``perplexity/<b>`` -> ``log_perplexity_stderr/<b>`` (standard error of the mean token
     NLL in nats, so it applies to log(perplexity), see ``is_log_scale``). Costs are taken
     as measured and have none.
     """
     if name == "accuracy":
         return "accuracy_stderr"
-    kind, sep, bench = name.partition("/")
-    if sep and kind == "accuracy":
-        return f"accuracy_stderr/{bench}"
-    if sep and kind == "perplexity":
-        return f"log_perplexity_stderr/{bench}"
-    return None
+    return _score_stderr(name) if score_metric(name) else None
 
 
 def is_log_scale(name: str) -> bool:
-    """True when the standard error of ``name`` is that of log(value) (perplexities)."""
-    return name.startswith("perplexity/")
+    """True when the standard error of ``name`` is that of log(value) (our perplexity)."""
+    return score_metric(name) in LOG_SCALE
 
 
 def ci_columns(name: str) -> tuple[str, str] | None:
     """``(low, high)`` 95 % confidence-interval columns of a perplexity metric, else None."""
-    kind, sep, bench = name.partition("/")
-    if sep and kind == "perplexity":
-        return f"perplexity_ci_low/{bench}", f"perplexity_ci_high/{bench}"
-    return None
+    return _ppl_ci(name) if score_metric(name) == "perplexity" else None
 
 
 class Objective(BaseModel):
@@ -125,8 +133,16 @@ DEFAULT_OBJECTIVES: tuple[Objective, ...] = (
 )
 
 
-def _check_name(name: str) -> None:
-    if name in KNOWN_METRICS:
+def _check_name(name: str, directed: bool) -> None:
+    if name in DEFAULT_DIRECTIONS or score_metric(name):
+        return
+    kind, sep, bench = name.partition("/")
+    if kind == "accuracy" and sep:
+        new = REGISTRY[bench].column if bench in REGISTRY else f"acc/{bench}"
+        raise UserError(
+            f"objective {name!r}: benchmarks are logged under their own metric now, e.g. {new!r}"
+        )
+    if sep and bench and directed:  # an lm-eval metric not in METRIC_DIRECTIONS
         return
     close = difflib.get_close_matches(name, KNOWN_METRICS, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -137,7 +153,9 @@ def parse_objectives(text: str) -> list[Objective]:
     """Parse ``"accuracy:max,latency_ms:min"`` into objectives.
 
     A term without ``:direction`` takes the metric's natural direction
-    (``DEFAULT_DIRECTIONS``; ``accuracy/<b>`` is ``max``, ``perplexity/<b>`` is ``min``).
+    (``DEFAULT_DIRECTIONS``, ``METRIC_DIRECTIONS``: ``acc/<b>`` is ``max``,
+    ``perplexity/<b>`` is ``min``). A ``<metric>/<b>`` of a metric not known there needs
+    its direction.
 
     Args:
         text: comma-separated ``name[:max|min]`` terms.
@@ -155,9 +173,11 @@ def parse_objectives(text: str) -> list[Objective]:
     out: list[Objective] = []
     for term in terms:
         name, sep, direction = (p.strip() for p in term.partition(":"))
-        _check_name(name)
+        _check_name(name, bool(sep))
         if not sep:
-            direction = DEFAULT_DIRECTIONS.get(name, "max")
+            direction = DEFAULT_DIRECTIONS.get(name) or METRIC_DIRECTIONS.get(
+                name.partition("/")[0], "max"
+            )
         if direction not in ("max", "min"):
             raise UserError(
                 f"objective {term!r} has direction {direction!r}: allowed 'max' or 'min'"
@@ -168,12 +188,17 @@ def parse_objectives(text: str) -> list[Objective]:
     return out
 
 
-def default_objectives(benchmarks: tuple[str, ...]) -> str:
-    """The default objectives for what the benchmarks measure: accuracy when an accuracy
-    benchmark runs, perplexity when WikiText-2 perplexity runs, then the costs."""
-    quality = []
-    if any(b in ACCURACY_BENCHMARKS for b in benchmarks):
-        quality.append("accuracy:max")
-    if "perplexity" in benchmarks:
-        quality.append("perplexity/wikitext2:min")
+def measured_columns(benches: list[Benchmark]) -> set[str]:
+    """The score columns a run of ``benches`` produces: each benchmark's own metric, and
+    ``accuracy`` when one is scored as a fraction of items."""
+    cols = {b.column for b in benches}
+    return cols | ({"accuracy"} if any(b.unit_score for b in benches) else set())
+
+
+def default_objectives(benches: list[Benchmark]) -> str:
+    """The default objectives for what the benchmarks measure: ``accuracy`` (the mean of
+    the scores that are fractions of items) when there are some, each other benchmark's
+    own metric in its direction (``perplexity/wikitext2:min``), then the costs."""
+    quality = ["accuracy:max"] if any(b.unit_score for b in benches) else []
+    quality += [f"{b.column}:{b.direction}" for b in benches if not b.unit_score]
     return ",".join([*quality, "latency_ms:min,memory_gb:min,energy_kwh:min"])

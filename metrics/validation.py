@@ -19,7 +19,13 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from ecocompress.metrics.types import COST_METRICS, DEFAULT_OBJECTIVES, Objective, ci_columns
+from ecocompress.metrics.types import (
+    COST_METRICS,
+    DEFAULT_OBJECTIVES,
+    Objective,
+    ci_columns,
+    is_unit_score,
+)
 from ecocompress.tasks.errors import UserError
 from ecocompress.tasks.gx import gx_context
 
@@ -91,9 +97,9 @@ def _describe(kind: str, column: str, row: dict) -> str:
     shown = _shown(row.get(column))
     if kind == "expect_column_values_to_not_be_null":
         rule = "must be present"
-    elif column.startswith("accuracy"):
+    elif is_unit_score(column) or column.startswith("accuracy"):
         rule = "must be in [0, 1]"
-    elif column.startswith("perplexity/"):
+    elif ci_columns(column):
         rule = "must be >= 1"
     else:
         rule = "must be >= 0"
@@ -110,7 +116,7 @@ def _describe_pair(a: str, b: str, row: dict) -> str:
 def _perplexity_columns(cols: set[str]) -> tuple[tuple[str, ...], dict[str, list[str]]]:
     """Perplexity columns present, and for each perplexity (present or not) the interval
     and stderr columns of the table that belong to it."""
-    ppl = tuple(sorted(c for c in cols if c.startswith("perplexity/")))
+    ppl = tuple(sorted(c for c in cols if ci_columns(c)))
     companions: dict[str, list[str]] = {}
     for c in sorted(cols):
         for prefix in ("perplexity_ci_low/", "perplexity_ci_high/", "log_perplexity_stderr/"):
@@ -143,7 +149,7 @@ def validate_results_table(
     if "candidate" not in ok.columns:
         ok = ok.assign(candidate=[f"row {i}" for i in range(len(ok))])
     cols = set(ok.columns)
-    in_range = tuple(sorted(c for c in cols if c == "accuracy" or c.startswith("accuracy/")))
+    in_range = tuple(sorted(c for c in cols if is_unit_score(c)))
     ppl, companions = _perplexity_columns(cols)
     spread = tuple(sorted({c for cs in companions.values() for c in cs}))
     non_negative = tuple(c for c in COST_METRICS if c in cols) + spread

@@ -10,16 +10,15 @@ tokens ``[0, CALIBRATION_OFFSET_FRACTION * n_tokens)``, with the same tokenizer.
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 from typing import Any
 
+from ecocompress.tasks.benchmarks.wikitext import wikitext2_text
 from ecocompress.tasks.errors import UserError
 from ecocompress.tasks.specs import CalibrationSpec
 
 # Offline: calibration reads the test text's tokens from this fraction on; evaluation the rest.
 CALIBRATION_OFFSET_FRACTION = 0.5
-WIKITEXT_TEST = Path("wikitext2") / "wiki.test.raw.gz"
 
 
 def calibration_text(data_dir: Path | None) -> tuple[str, float]:
@@ -32,22 +31,8 @@ def calibration_text(data_dir: Path | None) -> tuple[str, float]:
         ``(text, offset_fraction)``: 0.0 for the train split, ``CALIBRATION_OFFSET_FRACTION``
         for the local test split.
     """
-    if data_dir is None:
-        import huggingface_hub.constants as hc
-
-        if hc.HF_HUB_OFFLINE:
-            raise UserError(
-                "Wanda calibration needs WikiText-2: pass --data-dir (the Hub is offline, HF_HUB_OFFLINE=1)"
-            )
-        from datasets import load_dataset
-
-        rows = load_dataset("wikitext", "wikitext-2-raw-v1", split="train")
-        return "".join(rows["text"]), 0.0
-    path = Path(data_dir) / WIKITEXT_TEST
-    if not path.is_file():
-        raise UserError(f"calibration text not found: {path} (WikiText-2 raw test split, gzip)")
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        return f.read(), CALIBRATION_OFFSET_FRACTION
+    text, _ = wikitext2_text(data_dir, "train" if data_dir is None else "test", "Wanda calibration")
+    return text, 0.0 if data_dir is None else CALIBRATION_OFFSET_FRACTION
 
 
 def calibration_batches(tokenizer: Any, spec: CalibrationSpec, data_dir: Path | None) -> Any:

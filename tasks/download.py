@@ -27,6 +27,7 @@ from ecocompress.tasks.artifacts import (
 from ecocompress.tasks.cache import COMPLETE, mark_used, publish, reusable
 from ecocompress.tasks.errors import UserError
 from ecocompress.tasks.model_files import check_gguf, check_model_folder, read_config
+from ecocompress.tasks.tokenizer_save import save_tokenizer
 
 ALIASES = ("gemma-3-270m",)
 HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.tiktoken"]
@@ -64,15 +65,31 @@ def _safetensors_header(path: Path) -> dict[str, Any]:
         return json.loads(f.read(n))
 
 
+def _ties_embeddings(folder: Path, cfg: dict[str, Any]) -> bool:
+    """Whether the model in ``folder`` ties its output head to its input embedding.
+
+    ``config.json``'s ``tie_word_embeddings`` (top level, then ``text_config``); when it says
+    nothing, the default of its config class (True for Gemma, False for Llama or Mistral);
+    False when transformers does not know the config (the file's tensors are then counted).
+    """
+    for scope in (cfg, cfg.get("text_config") or {}):
+        if "tie_word_embeddings" in scope:
+            return bool(scope["tie_word_embeddings"])
+    from transformers import AutoConfig
+
+    try:
+        text = AutoConfig.from_pretrained(folder).get_text_config()
+    except (ValueError, KeyError, OSError):  # no or unknown model_type
+        return False
+    return bool(text.tie_word_embeddings)
+
+
 def weight_bytes(folder: Path) -> int:
     """Bytes of the unique tensors stored in ``folder``'s safetensors files (no model load).
 
-    A tied output head stored next to its embedding is counted once.
+    An output head stored next to the embedding it is tied to is counted once.
     """
     cfg = read_config(folder)
-    tied = cfg.get(
-        "tie_word_embeddings", cfg.get("text_config", {}).get("tie_word_embeddings", True)
-    )
     sizes: dict[str, int] = {}
     for f in sorted(folder.glob("*.safetensors")):
         for name, meta in _safetensors_header(f).items():
@@ -86,8 +103,10 @@ def weight_bytes(folder: Path) -> int:
         raise UserError(
             f"no *.safetensors weights in {folder}: only safetensors checkpoints are supported"
         )
-    if tied and any(n.endswith("embed_tokens.weight") for n in sizes):
-        sizes = {n: b for n, b in sizes.items() if not n.endswith("lm_head.weight")}
+    heads = [n for n in sizes if n.endswith("lm_head.weight")]
+    embedded = any(n.endswith("embed_tokens.weight") for n in sizes)
+    if heads and embedded and _ties_embeddings(folder, cfg):
+        sizes = {n: b for n, b in sizes.items() if n not in heads}
     return sum(sizes.values())
 
 
@@ -128,6 +147,8 @@ def convert_gguf(gguf: Path, expected: str | None = None) -> Path:
 
     Raises:
         GGUFMismatch: a conversion is due and the file's sha256 is not ``expected``.
+        UserError: a conversion is due and the file is incomplete or of an architecture
+            transformers cannot load (``check_gguf``).
     """
     digest = memo_hash(gguf, sha256_file)
     out = cache_dir("gguf") / digest[:16]
@@ -143,6 +164,7 @@ def convert_gguf(gguf: Path, expected: str | None = None) -> Path:
         if reusable("gguf", out):
             mark_used("gguf", out.name)
             return out
+    check_gguf(gguf)  # an architecture transformers cannot convert: one line, not a traceback
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -155,7 +177,7 @@ def convert_gguf(gguf: Path, expected: str | None = None) -> Path:
         # A GGUF-loaded model refuses to save until its (already undone) quantization is dropped.
         model.hf_quantizer.remove_quantization_config(model)
         model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
+        save_tokenizer(tok, tmp, str(gguf))  # loaded back, it must encode as the GGUF's
         # written last: its presence marks a complete folder
         (tmp / COMPLETE["gguf"]).write_text(json.dumps({"gguf": str(gguf), "gguf_sha256": digest}))
         publish(tmp, out, "gguf")

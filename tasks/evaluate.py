@@ -14,15 +14,14 @@ import contextlib
 import json
 import math
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from ecocompress.tasks.benchmarks import get_benchmark
-from ecocompress.tasks.benchmarks.base import STATIC_DIR
+from ecocompress.tasks.benchmarks.base import STATIC_DIR, Benchmark
+from ecocompress.tasks.benchmarks.lm_eval_tasks import task_manager
+from ecocompress.tasks.benchmarks.result import BenchmarkResult
 from ecocompress.tasks.benchmarks.validation import benchmark_data_files, validate_benchmark_data
 from ecocompress.tasks.errors import UserError
 from ecocompress.tasks.specs import EvalSpec
@@ -31,60 +30,9 @@ __all__ = [
     "BenchmarkResult",
     "benchmark_data_files",
     "evaluate_benchmark",
+    "task_manager",
     "validate_benchmark_data",
 ]
-
-_task_managers: dict[tuple[str, ...], Any] = {}  # include paths -> lm_eval TaskManager
-_tm_lock = threading.Lock()
-
-
-class BenchmarkResult(BaseModel):
-    """One benchmark's score for one model (JSON-serialisable).
-
-    Attributes:
-        metric: lm-eval result key ``"<metric>,<filter>"``.
-        score: in [0, 1]; for bbh the item-weighted mean over ``subtasks``.
-        stderr: lm-eval's standard error (bbh: pooled), ``None`` where it gives none.
-        n_items: items actually scored (summed over subtasks).
-        screening: ``limit`` was set, so the score covers a prefix of the benchmark.
-        seconds: wall time of ``simple_evaluate``.
-        subtasks: bbh only, ``{name: {"score", "stderr", "n"}}``.
-        results_path: JSON file with lm-eval's full results and per-sample records.
-        max_gen_toks: generation budget used (``None`` for multiple-choice tasks).
-        data_source: ``local:<data dir>`` or ``hub``.
-        notes: caveats on how this number was obtained.
-        extra: benchmark-specific numbers (perplexity: ``ci_low``, ``ci_high``, window settings).
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    benchmark: str
-    metric: str
-    score: float
-    stderr: float | None
-    n_items: int
-    num_fewshot: int
-    limit: int | None
-    screening: bool
-    seconds: float
-    subtasks: dict[str, dict[str, float | int | None]] = {}
-    results_path: str
-    lm_eval_version: str
-    tasks: list[str]
-    max_gen_toks: int | None
-    data_source: str
-    notes: list[str] = []
-    extra: dict[str, float | int | str | None] = {}
-
-
-def task_manager(include_path: tuple[str, ...]) -> Any:
-    """lm-eval ``TaskManager`` for ``include_path``, built once per process (about 6 s)."""
-    from lm_eval.tasks import TaskManager
-
-    with _tm_lock:
-        if include_path not in _task_managers:
-            _task_managers[include_path] = TaskManager(include_path=list(include_path))
-        return _task_managers[include_path]
 
 
 def evaluate_benchmark(
@@ -111,7 +59,8 @@ def evaluate_benchmark(
         UserError: code execution not allowed for humaneval (or no working bubblewrap),
             unknown bbh subtask, or missing / malformed data files.
     """
-    if spec.benchmark == "perplexity":
+    bench = get_benchmark(spec.benchmark, spec.include_path)
+    if bench.evaluator == "perplexity":
         from ecocompress.tasks.perplexity import evaluate_perplexity
 
         # reading the text is its check (missing, unreadable, empty: one-line errors)
@@ -121,7 +70,6 @@ def evaluate_benchmark(
     from lm_eval.models.huggingface import HFLM
     from lm_eval.utils import handle_non_serializable
 
-    bench = get_benchmark(spec.benchmark)
     if bench.name == "humaneval" and not allow_code_execution:
         raise UserError(
             "humaneval executes model-written code: pass --allow-code-execution to run it"
@@ -134,22 +82,10 @@ def evaluate_benchmark(
         raise UserError(
             f"num_fewshot {spec.num_fewshot} is too many for {bench.name}: allowed 0 to {bench.max_fewshot}"
         )
-    units = bench.units(spec.bbh_tasks)
-    if data_dir is not None:
-        from ecocompress.tasks.benchmarks.local import local_task_dir
-
-        validate_benchmark_data(spec, Path(data_dir))
-        include = (str(STATIC_DIR), str(local_task_dir(Path(data_dir))))
-        names = {u.local_task: u.key for u in units}
-        source, notes = f"local:{Path(data_dir).resolve()}", list(bench.notes_local)
-    else:
-        from ecocompress.tasks.benchmarks.local import hub_task_dir, hub_task_name
-
-        include = (str(STATIC_DIR), str(hub_task_dir()))
-        names = {hub_task_name(u): u.key for u in units}
-        source, notes = "hub", list(bench.notes_hub)
+    names, include, source, notes = _task_source(bench, spec, data_dir)
     if spec.screening:
         notes.append(f"screening run: at most {spec.limit} items per task")
+    shots = spec.num_fewshot if spec.num_fewshot is not None else bench.default_shots
 
     tm = task_manager(include)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.batch_size)
@@ -158,7 +94,7 @@ def evaluate_benchmark(
         out = lm_eval.simple_evaluate(
             model=lm,
             tasks=list(names),
-            num_fewshot=spec.num_fewshot,
+            num_fewshot=shots,
             limit=spec.limit,
             task_manager=tm,
             log_samples=True,
@@ -176,31 +112,32 @@ def evaluate_benchmark(
     results_path = out_dir / f"lm_eval_{bench.name}.json"
     results_path.write_text(json.dumps(out, default=handle_non_serializable, indent=1))
 
-    metric, _, filt = bench.metric.partition(",")
-    per_task = {}
-    for task, key in names.items():
-        res = out["results"][task]
-        per_task[key] = {
-            "score": float(res[bench.metric]),
-            "stderr": _stderr(res.get(f"{metric}_stderr,{filt}")),
-            "n": int(out["n-samples"][task]["effective"]),
-        }
+    per_task = _per_task(out, names, bench)
     score, stderr, n_items = pooled(per_task)
-    cfg = out["configs"][next(iter(names))]
+    if bench.kind == "group":  # lm-eval's own aggregate (its weighting), over every subtask
+        res = out["results"][next(iter(names))]
+        score, stderr = float(res[bench.metric]), _stderr(res.get(_stderr_key(bench.metric)))
+    cfg = next((c for t, c in out["configs"].items() if t in names), None)
+    cfg = cfg or next(iter(out["configs"].values()))
     max_gen = None
     if cfg.get("output_type") == "generate_until":  # HFLM's default when the task sets none
         max_gen = (cfg.get("generation_kwargs") or {}).get("max_gen_toks", lm.max_gen_toks)
     return BenchmarkResult(
         benchmark=bench.name,
+        kind=bench.kind,
         metric=bench.metric,
+        column=bench.column,
+        stderr_column=bench.stderr_column,
+        direction=bench.direction,
+        unit_score=bench.unit_score,
         score=score,
         stderr=stderr,
         n_items=n_items,
-        num_fewshot=int(spec.num_fewshot),
+        num_fewshot=int(shots),
         limit=spec.limit,
         screening=spec.screening,
         seconds=round(seconds, 3),
-        subtasks=per_task if bench.name == "bbh" else {},
+        subtasks=per_task if len(per_task) > 1 or bench.name == "bbh" else {},
         results_path=str(results_path),
         lm_eval_version=lm_eval.__version__,
         tasks=list(names),
@@ -208,6 +145,49 @@ def evaluate_benchmark(
         data_source=source,
         notes=notes,
     )
+
+
+def _stderr_key(metric_key: str) -> str:
+    metric, _, filt = metric_key.partition(",")
+    return f"{metric}_stderr,{filt}"
+
+
+def _per_task(out: dict, names: dict[str, str], bench: Benchmark) -> dict[str, dict[str, Any]]:
+    """``{subtask: {"score", "stderr", "n"}}`` for each task lm-eval scored (a group's leaves)."""
+    tasks = dict(names) if bench.kind != "group" else {t: t for t in out["n-samples"]}
+    per_task = {}
+    for task, key in tasks.items():
+        res = out["results"][task]
+        per_task[key] = {
+            "score": float(res[bench.metric]),
+            "stderr": _stderr(res.get(_stderr_key(bench.metric))),
+            "n": int(out["n-samples"][task]["effective"]),
+        }
+    return per_task
+
+
+def _task_source(
+    bench: Benchmark, spec: EvalSpec, data_dir: Path | None
+) -> tuple[dict[str, str], tuple[str, ...], str, list[str]]:
+    """lm-eval task names to run (-> their key in the result), include folders, data
+    source and notes: local files when there are some, else the Hub."""
+    if not bench.curated:
+        from ecocompress.tasks.benchmarks.generic import generic_source
+
+        return generic_source(bench, spec, data_dir)
+    units = bench.units(spec.bbh_tasks)
+    if data_dir is not None:
+        from ecocompress.tasks.benchmarks.local import local_task_dir
+
+        validate_benchmark_data(spec, Path(data_dir))
+        include = (str(STATIC_DIR), str(local_task_dir(Path(data_dir))))
+        names = {u.local_task: u.key for u in units}
+        return names, include, f"local:{Path(data_dir).resolve()}", list(bench.notes_local)
+    from ecocompress.tasks.benchmarks.local import hub_task_dir, hub_task_name
+
+    include = (str(STATIC_DIR), str(hub_task_dir()))
+    names = {hub_task_name(u): u.key for u in units}
+    return names, include, "hub", list(bench.notes_hub)
 
 
 def pooled(per_task: dict[str, dict[str, Any]]) -> tuple[float, float | None, int]:

@@ -2,7 +2,8 @@
 
 A bad ``config.json``, a garbage or truncated GGUF or safetensors file is refused with one
 line naming the file, before a server starts or a model is converted (a GGUF header is
-read field by field; its tensor table says how long the file must be).
+read field by field; its tensor table says how long the file must be; its architecture must
+be one transformers' GGUF loader converts).
 """
 
 from __future__ import annotations
@@ -99,12 +100,14 @@ def check_gguf(path: Path) -> None:
             n_tensors, n_kv = _u64(f), _u64(f)
             if n_tensors > _MAX_HEADER_ITEMS or n_kv > _MAX_HEADER_ITEMS:
                 raise ValueError(f"{n_tensors} tensors, {n_kv} metadata entries")
-            alignment = _GGUF_ALIGNMENT
+            alignment, architecture = _GGUF_ALIGNMENT, None
             for _ in range(n_kv):
                 key = _string(f)
                 value = _skip_value(f, _u32(f))
                 if key == b"general.alignment" and isinstance(value, int) and value > 0:
                     alignment = value
+                elif key == b"general.architecture" and isinstance(value, bytes):
+                    architecture = value.decode("utf-8", "replace")
             end = 0
             for _ in range(n_tensors):
                 _string(f)
@@ -124,6 +127,41 @@ def check_gguf(path: Path) -> None:
         raise UserError(
             f"model file {path} is truncated: its tensors need {data_start + end} bytes, "
             f"the file has {size}"
+        )
+    check_gguf_architecture(path, architecture)
+
+
+def gguf_architectures() -> list[str]:
+    """The GGUF architectures (``general.architecture``) the installed transformers can load.
+
+    Its GGUF config mappings, legacy and new, name them; transformers spells a few with an
+    underscore where llama.cpp writes none or a hyphen (``qwen2_moe``/``qwen2moe``,
+    ``gpt_oss``/``gpt-oss``), which ``check_gguf_architecture`` folds together.
+    """
+    from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
+
+    try:
+        from transformers.integrations.gguf import GGUF_CONFIG_ARCHS
+    except ImportError:  # transformers without the newer GGUF reader
+        GGUF_CONFIG_ARCHS = {}
+    names = set(GGUF_CONFIG_MAPPING) - {"general", "tokenizer"}
+    return sorted(names | set(GGUF_CONFIG_ARCHS))
+
+
+def check_gguf_architecture(path: Path, architecture: str | None) -> None:
+    """Refuse a GGUF whose architecture transformers' GGUF loader does not convert.
+
+    Raises:
+        UserError: naming the file, its architecture and the supported ones.
+    """
+    supported = gguf_architectures()
+    fold = {a.replace("_", "").replace("-", "") for a in supported}
+    if architecture is None:
+        raise UserError(f"model file {path} has no general.architecture: not a model GGUF")
+    if architecture.replace("_", "").replace("-", "") not in fold:
+        raise UserError(
+            f"model file {path} has GGUF architecture {architecture!r}, which transformers "
+            f"cannot load: supported {', '.join(supported)}"
         )
 
 

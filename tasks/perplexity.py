@@ -28,13 +28,14 @@ The numbers
 
 from __future__ import annotations
 
-import gzip
 import math
 import time
 from pathlib import Path
 from typing import Any
 
-from ecocompress.tasks.calibration import CALIBRATION_OFFSET_FRACTION, WIKITEXT_TEST
+from ecocompress.tasks.benchmarks.result import BenchmarkResult
+from ecocompress.tasks.benchmarks.wikitext import wikitext2_text
+from ecocompress.tasks.calibration import CALIBRATION_OFFSET_FRACTION
 from ecocompress.tasks.errors import UserError
 
 Z95 = 1.959963984540054
@@ -47,29 +48,8 @@ def wikitext_test_text(data_dir: Path | None) -> tuple[str, float, str]:
         ``(text, usable_fraction, source)``: offline the fraction is
         ``CALIBRATION_OFFSET_FRACTION`` (the rest is Wanda's calibration text), online 1.0.
     """
-    if data_dir is None:
-        import huggingface_hub.constants as hc
-
-        if hc.HF_HUB_OFFLINE:
-            raise UserError(
-                "perplexity needs WikiText-2: pass --data-dir (the Hub is offline, HF_HUB_OFFLINE=1)"
-            )
-        from datasets import load_dataset
-
-        rows = load_dataset("wikitext", "wikitext-2-raw-v1", split="test")
-        text = "".join(r for r in rows["text"] if r.strip())
-        return text, 1.0, "hub:wikitext/wikitext-2-raw-v1:test"
-    path = Path(data_dir) / WIKITEXT_TEST
-    if not path.is_file():
-        raise UserError(f"perplexity text not found: {path} (WikiText-2 raw test split, gzip)")
-    try:
-        with gzip.open(path, "rt", encoding="utf-8") as f:  # universal newlines: CRLF -> \n
-            text = f.read()
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
-        raise UserError(f"perplexity text {path} is unreadable: {exc}") from None
-    if not text.strip():
-        raise UserError(f"perplexity text {path} is empty")
-    return text, CALIBRATION_OFFSET_FRACTION, f"local:{path.resolve()}"
+    text, source = wikitext2_text(data_dir, "test", "perplexity")
+    return text, 1.0 if data_dir is None else CALIBRATION_OFFSET_FRACTION, source
 
 
 def evaluation_ids(tokenizer: Any, data_dir: Path | None) -> tuple[Any, str]:
@@ -170,7 +150,7 @@ def evaluate_perplexity(
     """Score ``model``'s perplexity on WikiText-2 test within ``spec.ppl_tokens`` tokens.
 
     Returns:
-        A ``tasks.evaluate.BenchmarkResult`` with ``metric="perplexity"``, ``score`` the
+        A ``BenchmarkResult`` with ``metric="perplexity"``, ``score`` the
         perplexity, ``stderr`` the standard error of the mean NLL (nats), ``n_items`` the
         tokens scored, and ``extra`` holding the interval and the window settings. The
         per-window records go to ``out_dir/perplexity_wikitext2.json``.
@@ -180,7 +160,7 @@ def evaluate_perplexity(
     """
     import json
 
-    from ecocompress.tasks.evaluate import BenchmarkResult
+    from ecocompress.tasks.benchmarks.perplexity import BENCHMARK, ci_columns
 
     ids, source = evaluation_ids(tokenizer, data_dir)
     if spec.ppl_tokens > ids.numel():
@@ -200,9 +180,7 @@ def evaluate_perplexity(
         "95 % interval from the spread of per-window NLL"
     ]
     if data_dir is not None:
-        notes.append(
-            "offline: only the first half of the test tokens is read; Wanda calibrates on the second"
-        )
+        notes.extend(BENCHMARK.notes_local)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "perplexity_wikitext2.json"
@@ -210,9 +188,15 @@ def evaluate_perplexity(
     path.write_text(
         json.dumps({"summary": summary, "settings": settings, "source": source, "windows": records})
     )
+    low, high = ci_columns(BENCHMARK.column)
     return BenchmarkResult(
-        benchmark="perplexity",
-        metric="perplexity",
+        benchmark=BENCHMARK.name,
+        kind=BENCHMARK.kind,
+        metric=BENCHMARK.metric,
+        column=BENCHMARK.column,
+        stderr_column=BENCHMARK.stderr_column,
+        direction=BENCHMARK.direction,
+        unit_score=False,
         score=summary["perplexity"],
         stderr=summary["nll_stderr"],
         n_items=summary["tokens"],
@@ -226,6 +210,7 @@ def evaluate_perplexity(
         max_gen_toks=None,
         data_source=source,
         notes=notes,
+        companions={low: summary["ci_low"], high: summary["ci_high"]},
         extra={
             "ci_low": summary["ci_low"],
             "ci_high": summary["ci_high"],

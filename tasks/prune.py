@@ -2,8 +2,9 @@
 
 Pruning is in place and layer by layer under ``torch.no_grad`` (no ``torch.nn.utils.prune``:
 its global masks took 8.7 GB on gemma-3-270m). Embeddings and the (tied) output head are
-never pruned. Zeros do not make dense kernels faster: sparsity is a size/quality trade here,
-not a latency claim.
+never pruned. Fused projections (Phi-3's ``qkv_proj`` and ``gate_up_proj``) are pruned part
+by part, as the separate q/k/v and gate/up matrices of Llama-like families. Zeros do not
+make dense kernels faster: sparsity is a size/quality trade here, not a latency claim.
 """
 
 from __future__ import annotations
@@ -40,6 +41,39 @@ def decoder_linears(model: Any) -> dict[str, Any]:
             continue
         out[name] = mod
     return out
+
+
+def row_parts(name: str, rows: int, config: Any) -> list[slice]:
+    """Row blocks of a decoder Linear that other families hold as separate matrices.
+
+    ``qkv_proj`` (Phi-3) stacks q, k and v: ``heads * head_dim``, then ``kv_heads * head_dim``
+    twice; ``gate_up_proj`` stacks gate and up, two halves. Any other layer is one block.
+    Row-wise methods (Wanda, N:M) give the same zeros either way; a layer-wise magnitude
+    threshold would otherwise be shared between q, k and v.
+
+    Raises:
+        UserError: a fused layer whose rows do not match the sizes its config implies.
+    """
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf == "gate_up_proj":
+        sizes = [rows // 2, rows // 2]
+    elif leaf == "qkv_proj" and config is not None:
+        cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+        heads = cfg.num_attention_heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+        kv = (getattr(cfg, "num_key_value_heads", None) or heads) * head_dim
+        sizes = [heads * head_dim, kv, kv]
+    elif leaf == "qkv_proj":
+        sizes = []  # no config to split it by
+    else:
+        return [slice(0, rows)]
+    if not sizes or sum(sizes) != rows:
+        raise UserError(
+            f"layer {name} is a fused projection of {rows} rows that cannot be split into "
+            f"{'+'.join(map(str, sizes)) or 'q, k, v (no config)'}: pruning it is not supported"
+        )
+    ends = [sum(sizes[: i + 1]) for i in range(len(sizes))]
+    return [slice(end - size, end) for size, end in zip(sizes, ends, strict=True)]
 
 
 def activation_norms(
@@ -119,7 +153,8 @@ def prune_model(model: Any, spec: PruneSpec, calib: Any | None = None) -> dict[s
     """Prune ``model``'s decoder Linear layers in place.
 
     ``magnitude`` scores ``|W|`` with a layer-wise threshold for unstructured sparsity (not
-    global: global magnitude collapses gemma-3-270m, ppl 4165 at 50 %). ``wanda`` scores
+    global: global magnitude collapses gemma-3-270m, ppl 4165 at 50 %); a fused projection
+    gets one threshold per part (``row_parts``). ``wanda`` scores
     ``|W_ij| * ||X_j||_2`` and compares within each output row. An ``N:M`` pattern keeps the
     N best of every M consecutive input weights of a row, for either method. Weights that are
     already zero count as zeros, so the achieved sparsity can exceed the target (gemma's
@@ -137,6 +172,7 @@ def prune_model(model: Any, spec: PruneSpec, calib: Any | None = None) -> dict[s
     import torch
 
     layers = decoder_linears(model)
+    config = getattr(model, "config", None)
     if not layers:
         raise UserError(f"model {type(model).__name__} has no decoder Linear layers to prune")
     if spec.method == "wanda" and calib is None:
@@ -149,7 +185,8 @@ def prune_model(model: Any, spec: PruneSpec, calib: Any | None = None) -> dict[s
             score = w.abs().float()
             if spec.method == "wanda":
                 score.mul_(norms[name].to(score.device))  # broadcast over rows
-            _prune_weight(name, w, score, spec)
+            for part in row_parts(name, w.shape[0], config):  # views: pruned in place
+                _prune_weight(name, w[part], score[part], spec)
             del score
             zeros += int((w == 0).sum())
             total += w.numel()
@@ -168,7 +205,7 @@ def _calibration_source(spec: PruneSpec, data_dir: Path | None) -> str:
     if data_dir is None:
         return "|hub:wikitext/wikitext-2-raw-v1:train"
     from ecocompress.tasks.artifacts import sha256_file
-    from ecocompress.tasks.calibration import WIKITEXT_TEST
+    from ecocompress.tasks.benchmarks.wikitext import WIKITEXT_TEST
 
     f = Path(data_dir) / WIKITEXT_TEST
     return f"|{sha256_file(f)}" if f.is_file() else "|missing"

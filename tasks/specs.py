@@ -14,11 +14,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ecocompress.tasks.benchmarks import REGISTRY
+
 PRUNE_METHODS = ("none", "magnitude", "wanda")
 BITS = (32, 16, 8, 4)
 QUANT_BACKENDS = ("bitsandbytes", "torchao")
 DEFAULT_QUANT_BACKEND = "bitsandbytes"  # for 8 and 4 bits; 32 and 16 use none
 _NM = re.compile(r"^(\d+):(\d+)$")
+_TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 class Spec(BaseModel):
@@ -200,18 +203,6 @@ def candidate_grid(
     return list(seen.values())
 
 
-BENCHMARKS = ("gsm8k", "truthfulqa", "commonsenseqa", "humaneval", "bbh", "perplexity")
-# Scored by accuracy (lm-eval); "perplexity" is WikiText-2 token perplexity (tasks.perplexity).
-ACCURACY_BENCHMARKS = ("gsm8k", "truthfulqa", "commonsenseqa", "humaneval", "bbh")
-DEFAULT_BENCHMARKS = ("gsm8k", "truthfulqa", "commonsenseqa", "bbh", "perplexity")
-DEFAULT_SHOTS = {
-    "gsm8k": 8,
-    "truthfulqa": 0,
-    "commonsenseqa": 5,
-    "humaneval": 0,
-    "bbh": 3,
-    "perplexity": 0,
-}
 # Perplexity: tokens scored (the budget), tokens per window, new tokens scored per window.
 DEFAULT_PPL_TOKENS = 4096
 DEFAULT_PPL_WINDOW = 512
@@ -231,6 +222,12 @@ def check_limit(v: int | None) -> int | None:
 class EvalSpec(Spec):
     """How one benchmark is evaluated. ``limit`` = items per (sub)task; None = all.
 
+    ``benchmark`` is a curated name (``tasks.benchmarks.REGISTRY``) or an lm-eval task or
+    group; the latter is looked up where the run is resolved (``flows.resolve``), not here.
+    ``num_fewshot`` ``None`` is the benchmark's default. ``include_path`` (folders of task
+    YAMLs) and ``task_data`` (``path[:split]`` of a local data file) apply to lm-eval tasks
+    only and are normalised away for the curated ones.
+
     For ``perplexity``, ``ppl_tokens`` is the token budget and ``ppl_window`` /
     ``ppl_stride`` the sliding window (tasks.perplexity); ``limit``, shots and generation
     settings do not apply and are normalised away (as are the ppl fields elsewhere).
@@ -238,6 +235,8 @@ class EvalSpec(Spec):
 
     benchmark: str
     num_fewshot: int | None = None
+    include_path: tuple[str, ...] = ()
+    task_data: str | None = None
     limit: int | None = None
     batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=512)
     bbh_tasks: tuple[str, ...] = DEFAULT_BBH_TASKS
@@ -250,12 +249,8 @@ class EvalSpec(Spec):
     @field_validator("benchmark")
     @classmethod
     def _benchmark(cls, v: str) -> str:
-        if v not in BENCHMARKS:
-            import difflib
-
-            close = difflib.get_close_matches(v, BENCHMARKS, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"unknown benchmark {v!r}: allowed {', '.join(BENCHMARKS)}{hint}")
+        if not _TASK_NAME.match(v):
+            raise ValueError(f"benchmark {v!r} is not a task name (letters, digits, '_', '-', '.')")
         return v
 
     _limit = field_validator("limit")(classmethod(lambda cls, v: check_limit(v)))
@@ -269,11 +264,19 @@ class EvalSpec(Spec):
 
     @model_validator(mode="after")
     def _normalise(self) -> EvalSpec:
-        if self.num_fewshot is None:
-            object.__setattr__(self, "num_fewshot", DEFAULT_SHOTS[self.benchmark])
+        curated = REGISTRY.get(self.benchmark)
+        if curated is not None:
+            if self.num_fewshot is None:
+                object.__setattr__(self, "num_fewshot", curated.default_shots)
+            object.__setattr__(self, "include_path", ())
+            if self.task_data is not None:
+                raise ValueError(
+                    f"task_data names {self.benchmark!r}, a curated benchmark that reads its own "
+                    "files from the data dir: task_data is for other lm-eval tasks"
+                )
         if self.benchmark != "bbh":
             object.__setattr__(self, "bbh_tasks", ())
-        if self.benchmark == "perplexity":
+        if curated is not None and curated.evaluator == "perplexity":
             if self.ppl_stride > self.ppl_window:
                 raise ValueError(
                     f"ppl_stride {self.ppl_stride} must not exceed ppl_window {self.ppl_window}"

@@ -1,10 +1,15 @@
-"""What a benchmark declares: its lm-eval tasks, metric, source files, converter and checks.
+"""What a benchmark declares: kind, primary metric and direction, shots, data and checks.
 
-A benchmark is evaluated as one or more lm-eval tasks (``Unit``), each reading one
-published source file. With a local data dir, a unit's task is a generated YAML that
-``include:``s the installed lm-eval YAML and points it at the file (converted to the
-Hub schema when the published format differs); without one, lm-eval's own task reads
-the Hub.
+Every benchmark is one ``Benchmark``: the curated ones (a module each in this package),
+``perplexity`` (our sliding-window evaluator) and any task of the installed lm-eval or of
+``--include-path`` (declared from its YAML, ``tasks.benchmarks.lm_eval_tasks``). The
+logged metric names are built here and nowhere else (``metric_column``, ``stderr_column``):
+``<primary metric>/<benchmark>`` such as ``exact_match/gsm8k`` or ``acc_norm/arc_easy``.
+
+An lm-eval benchmark is evaluated as one or more lm-eval tasks (``Unit``), each reading one
+source file. With a local data dir, a unit's task is a generated YAML that ``include:``s the
+installed lm-eval YAML and points it at the file (converted to the Hub schema when the
+published format differs); without one, lm-eval's own task reads the Hub.
 """
 
 from __future__ import annotations
@@ -20,6 +25,49 @@ from typing import Any, Literal
 from ecocompress.tasks.errors import UserError
 
 STATIC_DIR = Path(__file__).resolve().parent  # our own task YAMLs (humaneval)
+
+Kind = Literal["multiple_choice", "loglikelihood", "generation", "code", "perplexity", "group"]
+Direction = Literal["max", "min"]
+
+# The natural direction of the metrics lm-eval tasks report (and of our perplexity). A task
+# whose metric is not here takes the ``higher_is_better`` of its YAML.
+METRIC_DIRECTIONS: dict[str, Direction] = {
+    **dict.fromkeys(
+        ("acc", "acc_norm", "acc_mutual_info", "exact_match", "mc1", "mc2", "pass_at_1", "f1"),
+        "max",
+    ),
+    **dict.fromkeys(("mcc", "bleu", "chrf", "ter_neg", "rouge1", "rouge2", "rougeL"), "max"),
+    **dict.fromkeys(("perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte"), "min"),
+}
+# Scores that are fractions of items in [0, 1]: the ones averaged into ``accuracy``.
+UNIT_SCORES = ("acc", "acc_norm", "acc_mutual_info", "exact_match", "mc1", "mc2", "pass_at_1", "f1")
+LOG_SCALE = ("perplexity",)  # stderr is that of log(value): our perplexity's mean NLL
+
+
+def metric_name(metric_key: str) -> str:
+    """lm-eval's result key ``"<metric>,<filter>"`` as a column-safe name (``pass@1`` ->
+    ``pass_at_1``: MLflow allows letters, digits, ``_ - . / :`` and spaces only)."""
+    return metric_key.partition(",")[0].replace("@", "_at_")
+
+
+def metric_column(metric: str, benchmark: str) -> str:
+    """The logged column of a benchmark's primary metric: ``exact_match/gsm8k``."""
+    return f"{metric}/{benchmark}"
+
+
+def stderr_column(column: str) -> str | None:
+    """The column holding the standard error of ``column`` (``<metric>/<b>``), else None.
+
+    ``acc/piqa`` -> ``acc_stderr/piqa`` (lm-eval's standard error of the mean item score);
+    ``perplexity/wikitext2`` -> ``log_perplexity_stderr/wikitext2`` (standard error of the
+    mean token NLL in nats, i.e. of log(perplexity)).
+    """
+    metric, sep, bench = column.partition("/")
+    if not sep or not bench or metric.endswith("_stderr"):
+        return None
+    if metric in LOG_SCALE:
+        return f"log_{metric}_stderr/{bench}"
+    return f"{metric}_stderr/{bench}"
 
 
 def lm_eval_task_dir() -> Path:
@@ -76,11 +124,20 @@ class Unit:
 
 @dataclass(frozen=True)
 class Benchmark:
-    """A benchmark's declaration (one per module in this package).
+    """A benchmark's declaration.
 
     Attributes:
-        name: benchmark name (``specs.BENCHMARKS``).
-        metric: lm-eval result key, ``"<metric>,<filter>"``.
+        name: the benchmark's name on the command line (``--benchmarks``).
+        kind: multiple_choice, loglikelihood, generation, code, perplexity or group (an
+            lm-eval group: several tasks with an aggregate score).
+        metric: lm-eval result key ``"<metric>,<filter>"`` of the primary metric (our
+            perplexity: ``"perplexity"``).
+        direction: ``max`` when higher is better.
+        default_shots: shots when the user gives none (``None``: the task's own setting).
+        evaluator: ``lm_eval`` or ``perplexity`` (``tasks.perplexity``).
+        corpus: the name after ``/`` in the logged column (default: ``name``).
+        data_files: files read for a benchmark without units (perplexity), relative to the
+            data dir.
         units: the lm-eval tasks for a tuple of subtasks (only bbh has subtasks).
         reader: how the published file is laid out: ``jsonl`` (plain or .gz),
             ``json_array`` or ``json_examples`` (an object with an ``examples`` array).
@@ -94,16 +151,38 @@ class Benchmark:
     """
 
     name: str
+    kind: Kind
     metric: str
-    units: Callable[[tuple[str, ...]], list[Unit]]
-    reader: Literal["jsonl", "json_array", "json_examples"]
-    row: Callable[[dict], dict[str, Any]]
-    checks: tuple[Check, ...]
+    direction: Direction = "max"
+    default_shots: int | None = 0
+    evaluator: Literal["lm_eval", "perplexity"] = "lm_eval"
+    corpus: str | None = None
+    data_files: tuple[str, ...] = ()
+    units: Callable[[tuple[str, ...]], list[Unit]] | None = None
+    reader: Literal["jsonl", "json_array", "json_examples"] = "jsonl"
+    row: Callable[[dict], dict[str, Any]] | None = None
+    checks: tuple[Check, ...] = ()
     convert: Callable[[dict], dict] | None = None
     converter_version: int = 1
     max_fewshot: int | None = None
     notes_local: tuple[str, ...] = ()
     notes_hub: tuple[str, ...] = ()
+    task_yaml: str | None = None  # an lm-eval task's own YAML (not curated)
+    curated: bool = True  # declared in this package (tuned settings), not read from a YAML
+
+    @property
+    def column(self) -> str:
+        """The logged column of the primary metric, e.g. ``exact_match/gsm8k``."""
+        return metric_column(metric_name(self.metric), self.corpus or self.name)
+
+    @property
+    def stderr_column(self) -> str | None:
+        return stderr_column(self.column)
+
+    @property
+    def unit_score(self) -> bool:
+        """The primary metric is a fraction of items in [0, 1] (part of ``accuracy``)."""
+        return metric_name(self.metric) in UNIT_SCORES
 
 
 def text_or_none(doc: dict, key: str) -> str | None:

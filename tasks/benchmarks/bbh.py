@@ -105,6 +105,8 @@ def convert(doc: dict) -> dict:
 
 BENCHMARK = Benchmark(
     name=NAME,
+    kind="generation",
+    default_shots=3,
     metric="exact_match,strip",
     max_fewshot=3,  # the inline exemplars of bbh_fewshot_<task>
     units=units,

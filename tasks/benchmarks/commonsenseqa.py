@@ -53,6 +53,8 @@ def row(doc: dict) -> dict:
 
 BENCHMARK = Benchmark(
     name=NAME,
+    kind="multiple_choice",
+    default_shots=5,
     metric="acc,none",
     units=units,
     reader="jsonl",

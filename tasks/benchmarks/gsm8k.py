@@ -34,6 +34,8 @@ def row(doc: dict) -> dict:
 
 BENCHMARK = Benchmark(
     name=NAME,
+    kind="generation",
+    default_shots=8,
     metric="exact_match,flexible-extract",
     max_fewshot=8,  # the inline exemplars of gsm8k_cot
     units=units,

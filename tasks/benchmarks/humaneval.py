@@ -50,6 +50,8 @@ def row(doc: dict) -> dict:
 
 BENCHMARK = Benchmark(
     name=NAME,
+    kind="code",
+    default_shots=0,
     metric="pass@1,none",
     max_fewshot=0,  # no exemplars exist: shots would be drawn from the evaluated problems
     units=units,

@@ -25,7 +25,9 @@ from ecocompress.tasks.errors import UserError
 
 
 def all_units(bench: Benchmark) -> list[Unit]:
-    """Every unit of ``bench`` (all 27 subtasks for bbh)."""
+    """Every unit of ``bench`` (all 27 subtasks for bbh; none for perplexity)."""
+    if bench.units is None:
+        return []
     return bench.units(BBH_TASKS if bench.name == "bbh" else ())
 
 

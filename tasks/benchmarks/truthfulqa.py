@@ -62,6 +62,8 @@ def convert(doc: dict) -> dict:
 _BAD_MAP = "is missing or not a mapping of answer -> 0/1"
 BENCHMARK = Benchmark(
     name=NAME,
+    kind="multiple_choice",
+    default_shots=0,
     metric="acc,none",
     max_fewshot=0,  # no train split: extra shots would be drawn from the evaluated questions
     units=units,

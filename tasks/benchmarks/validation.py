@@ -26,15 +26,18 @@ def benchmark_data_files(spec: EvalSpec, data_dir: Path | None) -> list[Path]:
 
     Args:
         spec: the evaluation spec (``bbh_tasks`` picks bbh's files).
-        data_dir: the shared benchmark data dir, or ``None`` for the Hub.
+        data_dir: the shared benchmark data dir, or ``None`` for the Hub (an lm-eval task
+            may still read a ``--task-data`` file).
     """
+    bench = get_benchmark(spec.benchmark, spec.include_path)
+    if not bench.curated:
+        from ecocompress.tasks.benchmarks.generic import generic_data_files
+
+        return generic_data_files(bench, spec, Path(data_dir) if data_dir else None)
     if data_dir is None:
         return []
-    if spec.benchmark == "perplexity":
-        from ecocompress.tasks.calibration import WIKITEXT_TEST
-
-        return [Path(data_dir) / WIKITEXT_TEST]
-    bench = get_benchmark(spec.benchmark)
+    if bench.data_files:
+        return [Path(data_dir) / f for f in bench.data_files]
     return [Path(data_dir) / u.relpath for u in bench.units(spec.bbh_tasks)]
 
 
@@ -48,12 +51,17 @@ def validate_benchmark_data(spec: EvalSpec, data_dir: Path) -> None:
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise UserError(f"benchmark data dir not found: {data_dir}")
-    if spec.benchmark == "perplexity":
-        from ecocompress.tasks.perplexity import wikitext_test_text
+    bench = get_benchmark(spec.benchmark, spec.include_path)
+    if not bench.curated:
+        from ecocompress.tasks.benchmarks.generic import validate_generic
 
-        wikitext_test_text(data_dir)  # present, gzip, UTF-8, not empty
+        validate_generic(bench, spec, data_dir)
         return
-    bench = get_benchmark(spec.benchmark)
+    if bench.evaluator == "perplexity":
+        from ecocompress.tasks.benchmarks.wikitext import wikitext2_text
+
+        wikitext2_text(data_dir, "test", "perplexity")  # present, gzip, UTF-8, not empty
+        return
     for path in benchmark_data_files(spec, data_dir):
         if not path.is_file():
             raise UserError(f"benchmark data file not found: {path}")

@@ -8,9 +8,11 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langgraph.checkpoint.memory import InMemorySaver
 
 from ecocompress.agents.graph import build_graph, run_search, sqlite_checkpointer
+from ecocompress.agents.llm import llm_counts
 from ecocompress.agents.settings import SearchSettings
 from ecocompress.agents.space import Space
 from ecocompress.tasks.errors import UserError
+from tests.agents.fake_chat import FakeStructuredChatModel
 from tests.agents.synthetic import SPACE, observe
 
 OBJ = "accuracy:max,latency_ms:min,memory_gb:min"
@@ -74,28 +76,47 @@ def test_exhausting_the_space_stops_with_that_reason():
     )
 
 
+INT8 = (
+    '{"bits": 8, "method": "none", "sparsity": 0.0, "pattern": "unstructured", '
+    '"backend": "bitsandbytes", "reason": "int8 first"}'
+)
+
+
 def test_llm_invalid_then_valid_answer_is_retried_and_accepted():
-    chat = FakeListChatModel(
-        responses=["I would try int8.", '{"bits": 8, "method": "none", "reason": "int8 first"}']
-    )
+    chat = FakeListChatModel(responses=["I would try int8.", INT8])
     v = search(settings(policy="llm", max_candidates=2), chat_model=chat)
     rejected = [d for d in v["decisions"] if d["event"] == "rejected"]
-    assert len(rejected) == 1 and "no JSON object" in rejected[0]["reason"]
+    assert len(rejected) == 1 and "answer does not match the schema" in rejected[0]["reason"]
     last = proposals(v)[-1]
     assert last["policy"] == "llm" and last["label"] == "int8-bitsandbytes"
     assert last["reason"] == "int8 first"
+    assert llm_counts(v["decisions"]) == {
+        "llm_answers": 2,
+        "llm_valid_answers": 1,
+        "llm_invalid_answers": 1,
+        "llm_fallbacks": 0,
+    }
 
 
-def test_llm_invalid_answers_fall_back_to_the_agent_with_the_reason():
-    chat = FakeListChatModel(
-        responses=['{"bits": 3, "method": "none"}', '{"bits": 16, "method": "none"}']
-    )
-    v = search(settings(policy="llm", max_candidates=2), chat_model=chat)
+def test_llm_invalid_structured_answers_are_counted_and_fall_back_to_the_agent():
+    bf16 = INT8.replace('"bits": 8', '"bits": 16').replace("bitsandbytes", "none")
+    chat = FakeStructuredChatModel(responses=['{"bits": 3, "method": "none"}', bf16])
+    v = search(settings(policy="llm", max_candidates=3), chat_model=chat)
     reasons = [d["reason"] for d in v["decisions"] if d["event"] == "rejected"]
-    assert "not a valid candidate" in reasons[0]
+    assert "bits: Input should be 16, 8 or 4" in reasons[0]
     assert "bf16 was already evaluated" in reasons[1]
-    last = proposals(v)[-1]
-    assert last["policy"] == "agent" and last["reason"].startswith("fallback to agent after 2")
+    props = proposals(v)
+    assert [p["policy"] for p in props] == ["reference", "agent", "agent"]
+    assert props[1]["reason"].startswith("fallback to agent after 2")
+    assert all(p.get("fallback_from") == "llm" for p in props[1:])
+    # the rejection is shown to the model when it is asked again
+    assert "bits: Input should be 16, 8 or 4" in chat.prompts[1][1][1]
+    assert llm_counts(v["decisions"]) == {
+        "llm_answers": 4,
+        "llm_valid_answers": 0,
+        "llm_invalid_answers": 4,
+        "llm_fallbacks": 2,
+    }
 
 
 def test_a_thread_resumes_from_the_sqlite_checkpoint_with_the_same_decisions(tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from ecocompress.agents.llm import InvalidProposal, parse_llm_answer
 from ecocompress.agents.policies import AgentPolicy, GridPolicy, RandomPolicy
 from ecocompress.agents.sampler import OptunaPolicy
 from ecocompress.agents.space import candidate_from_fields
@@ -133,17 +132,3 @@ def test_agent_respects_a_memory_limit_it_has_seen_broken():
         if h["memory_gb"] > 0.4:
             over_seen.add(q)
     assert any(SPACE.parse(h["key"]).quant.bits == 4 for h in history)
-
-
-def test_llm_answer_parsing():
-    v = view([ref_obs()])
-    p = parse_llm_answer('Sure! {"bits": 4, "method": "wanda", "sparsity": 0.5, "reason": "x"}', v)
-    assert p["label"] == "wanda-0.5+nf4-bitsandbytes" and p["reason"] == "x"
-    with pytest.raises(InvalidProposal, match="no JSON object"):
-        parse_llm_answer("try 4 bits", v)
-    with pytest.raises(InvalidProposal, match="not valid JSON"):
-        parse_llm_answer("{bits: 4}", v)
-    with pytest.raises(InvalidProposal, match="not a valid candidate"):
-        parse_llm_answer('{"bits": 3, "method": "none"}', v)
-    with pytest.raises(InvalidProposal, match="lacks method"):
-        parse_llm_answer('{"bits": 8}', v)

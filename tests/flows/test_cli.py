@@ -87,11 +87,31 @@ def _assert_one_line_error(r: subprocess.CompletedProcess, *needles: str) -> Non
         (["evaluate", "--limit", "-5"], ["limit -5 must be a positive number"]),
         (
             ["evaluate", "--benchmarks", "perplexity", "--objectives", "accuracy:max"],
-            ["objective 'accuracy' needs an accuracy benchmark"],
+            ["objective 'accuracy' needs a benchmark scored as a fraction of items"],
         ),
         (
             ["sweep", "--benchmarks", "bbh", "--objectives", "perplexity/wikitext2:min"],
-            ["needs benchmark 'perplexity'"],
+            ["'perplexity/wikitext2' is not measured", "they log exact_match/bbh"],
+        ),
+        (
+            ["sweep", "--benchmarks", "bbh", "--objectives", "accuracy/bbh"],
+            ["logged under their own metric now, e.g. 'exact_match/bbh'"],
+        ),
+        (
+            ["sweep", "--benchmarks", "ai2_arc"],
+            ["'ai2_arc' is an lm-eval tag", "name its tasks"],
+        ),
+        (
+            ["sweep", "--benchmarks", "arc_easy", "--task-data", "gsm8k=x.jsonl"],
+            ["task_data names 'gsm8k', which is not among the benchmarks run"],
+        ),
+        (
+            ["sweep", "--benchmarks", "gsm8k", "--task-data", "gsm8k=x.jsonl"],
+            ["task_data names 'gsm8k', a curated benchmark"],
+        ),
+        (
+            ["sweep", "--benchmarks", "arc_easy", "--include-path", "/no/such/tasks"],
+            ["include path /no/such/tasks does not exist"],
         ),
         (
             ["evaluate", "--ppl-window", "128", "--ppl-stride", "256"],

@@ -223,3 +223,23 @@ def test_multi_fidelity_optimize_screens_races_and_records_why(
         for x in results
         if x.get("rung") != 2
     )
+
+
+def test_llm_fallbacks_are_counted_in_the_search_run_metrics(
+    tiny_model_dir, shared_data_dir, tmp_path, prefect_api
+):
+    home = tmp_path / "home"
+    llm = ["--policy", "llm", "--llm", "python:tests.agents.fake_chat:invalid_answers"]
+    extra = ["--max-candidates", "2", "--thread-id", "l1", "--no-register", *llm]
+    r = cli(home, prefect_api, argv(tiny_model_dir, shared_data_dir, *extra))
+    assert r.returncode == 0, r.stderr[-2000:]
+    parent = [x for x in runs(home, "l1") if "mlflow.parentRunId" not in x.data.tags]
+    m = parent[0].data.metrics
+    # the reference needs no answer; the second candidate: two invalid answers, the agent's
+    assert m["llm_answers"] == 2 and m["llm_invalid_answers"] == 2
+    assert m["llm_valid_answers"] == 0 and m["llm_fallbacks"] == 1
+    d = artifact(home, parent[0].info.run_id, "decisions.json")
+    assert [x.get("fallback_from") for x in d["decisions"] if x["event"] == "propose"] == [
+        None,
+        "llm",
+    ]

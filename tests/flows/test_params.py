@@ -61,7 +61,7 @@ def test_torchao_is_int8_only():
             lambda: PruneSpec(method="lottery"),
             "prune method 'lottery' is not one of none, magnitude, wanda",
         ),
-        (lambda: EvalSpec(benchmark="gsm8"), "did you mean 'gsm8k'?"),
+        (lambda: EvalSpec(benchmark="gsm 8k"), "benchmark 'gsm 8k' is not a task name"),
         (lambda: EvalSpec(benchmark="gsm8k", limit=0), "limit 0 must be a positive number"),
         (lambda: RunParams(limit=-3), "limit -3 must be a positive number"),
         (lambda: RunParams(data_dir="/nonexistent/x"), "data_dir /nonexistent/x does not exist"),

@@ -102,10 +102,10 @@ def test_first_sweep_logs_children_metrics_and_pareto(first_sweep):
         ["bf16", "magnitude-0.5+bf16", "int8-bitsandbytes", "magnitude-0.5+int8-bitsandbytes"]
     )
     expected = {
-        "accuracy/truthfulqa",
-        "accuracy/commonsenseqa",
-        "accuracy_stderr/truthfulqa",
-        "accuracy_stderr/commonsenseqa",
+        "acc/truthfulqa",
+        "acc/commonsenseqa",
+        "acc_stderr/truthfulqa",
+        "acc_stderr/commonsenseqa",
         "accuracy",
         "latency_ms",
         "throughput_tps",
@@ -263,7 +263,7 @@ def test_perplexity_benchmark_in_the_table_and_a_frontier_beyond_noise(
     assert s["n_ok"] == 4
     for row in s["rows"]:
         # accuracy averages the accuracy benchmarks only; perplexity has its own columns
-        assert row["accuracy"] == row["accuracy/commonsenseqa"]
+        assert row["accuracy"] == row["acc/commonsenseqa"]
         assert "accuracy/perplexity" not in row
         p = row["perplexity/wikitext2"]
         assert row["perplexity_ci_low/wikitext2"] < p < row["perplexity_ci_high/wikitext2"]

@@ -17,8 +17,8 @@ from ecocompress.tasks.errors import UserError
 ACC = Objective(name="accuracy", direction="max")
 LAT = Objective(name="latency_ms", direction="min")
 MEM = Objective(name="memory_gb", direction="min")
-GSM = Objective(name="accuracy/gsm8k", direction="max")
-BBH = Objective(name="accuracy/bbh", direction="max")
+GSM = Objective(name="exact_match/gsm8k", direction="max")
+BBH = Objective(name="exact_match/bbh", direction="max")
 PPL = Objective(name="perplexity/wikitext2", direction="min")
 
 
@@ -222,13 +222,13 @@ def test_a_cheaper_candidate_within_noise_beats_a_dearer_one():
 
 
 def test_within_noise_loss_on_one_benchmark_blocks_a_win_on_another():
-    a = {"accuracy/gsm8k": 0.60, "accuracy_stderr/gsm8k": 0.01, "accuracy/bbh": 0.40}
-    b = {"accuracy/gsm8k": 0.30, "accuracy_stderr/gsm8k": 0.01, "accuracy/bbh": 0.41}
-    a["accuracy_stderr/bbh"] = b["accuracy_stderr/bbh"] = 0.05
+    a = {"exact_match/gsm8k": 0.60, "exact_match_stderr/gsm8k": 0.01, "exact_match/bbh": 0.40}
+    b = {"exact_match/gsm8k": 0.30, "exact_match_stderr/gsm8k": 0.01, "exact_match/bbh": 0.41}
+    a["exact_match_stderr/bbh"] = b["exact_match_stderr/bbh"] = 0.05
     assert not beats_beyond_noise(a, b, [GSM, BBH], 1.0)  # b is on the plain front
-    b["accuracy/bbh"] = 0.39  # now a is no worse anywhere and clearly better on gsm8k
+    b["exact_match/bbh"] = 0.39  # now a is no worse anywhere and clearly better on gsm8k
     assert beats_beyond_noise(a, b, [GSM, BBH], 1.0)
-    b["accuracy/gsm8k"] = 0.59  # both gaps within noise: nothing decides
+    b["exact_match/gsm8k"] = 0.59  # both gaps within noise: nothing decides
     assert not beats_beyond_noise(a, b, [GSM, BBH], 1.0)
 
 
@@ -313,8 +313,8 @@ def random_noisy_table(rng, n, se_scale):
             "status": ["ok"] * n,
             "accuracy": rng.integers(0, 10, n) / 10,
             "accuracy_stderr": rng.random(n) * se_scale,
-            "accuracy/gsm8k": rng.integers(0, 10, n) / 10,
-            "accuracy_stderr/gsm8k": rng.random(n) * se_scale,
+            "exact_match/gsm8k": rng.integers(0, 10, n) / 10,
+            "exact_match_stderr/gsm8k": rng.random(n) * se_scale,
             "perplexity/wikitext2": 10.0 + rng.integers(0, 10, n),
             "log_perplexity_stderr/wikitext2": rng.random(n) * se_scale,
             "latency_ms": rng.integers(0, 5, n).astype(float),
@@ -333,12 +333,12 @@ def test_zero_stderr_or_zero_z_gives_the_plain_front(seed):
     assert pareto_front(df, OBJS, z=0.0)["on_front"].tolist() == plain
     exact = df.assign(
         accuracy_stderr=0.0,
-        **{"accuracy_stderr/gsm8k": 0.0, "log_perplexity_stderr/wikitext2": 0.0},
+        **{"exact_match_stderr/gsm8k": 0.0, "log_perplexity_stderr/wikitext2": 0.0},
     )
     assert pareto_front(exact, OBJS, z=2.0)["on_front"].tolist() == plain
     # pairwise, beats with zero noise is exactly plain dominance
     F = np.stack(
-        [-df["accuracy"], -df["accuracy/gsm8k"], df["perplexity/wikitext2"], df["latency_ms"]],
+        [-df["accuracy"], -df["exact_match/gsm8k"], df["perplexity/wikitext2"], df["latency_ms"]],
         axis=1,
     )
     recs = exact.to_dict("records")
@@ -374,7 +374,7 @@ def test_a_gap_within_noise_never_decides(seed):
         b = dict(a)
         for name, se in (
             ("accuracy", "accuracy_stderr"),
-            ("accuracy/gsm8k", "accuracy_stderr/gsm8k"),
+            ("exact_match/gsm8k", "exact_match_stderr/gsm8k"),
         ):
             b[se] = rng.random() * 0.1
             b[name] = a[name] - rng.random() * 0.99 * z * math.hypot(a[se], b[se])

@@ -115,7 +115,7 @@ def test_y_objective_prefers_accuracy_then_perplexity():
     def y(text):
         return _y_objective(parse_objectives(text)).name
 
-    assert y("latency_ms,perplexity/wikitext2,accuracy/gsm8k") == "accuracy/gsm8k"
+    assert y("latency_ms,perplexity/wikitext2,exact_match/gsm8k") == "exact_match/gsm8k"
     assert y("latency_ms,perplexity/wikitext2,memory_gb") == "perplexity/wikitext2"
     assert y("latency_ms,memory_gb") == "latency_ms"
 

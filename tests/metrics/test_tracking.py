@@ -36,7 +36,7 @@ def test_parent_with_two_children_round_trip(store, tmp_path):
     ok = tracking.start_child_run(parent, exp_id, "bf16", {"bits": 16}, {"stage": "eval"})
     bad = tracking.start_child_run(parent, exp_id, "nf4", {"bits": 4}, {})
     tracking.log_metrics(
-        ok, {"accuracy": 0.5, "accuracy/gsm8k": 0.25, "energy_kwh": None, "x": float("nan")}
+        ok, {"accuracy": 0.5, "exact_match/gsm8k": 0.25, "energy_kwh": None, "x": float("nan")}
     )
     csv = tmp_path / "emissions.csv"
     csv.write_text("duration,energy\n1.0,2e-6\n")
@@ -47,7 +47,7 @@ def test_parent_with_two_children_round_trip(store, tmp_path):
     tracking.end_run(parent)
 
     run = c.get_run(ok)
-    assert run.data.metrics == {"accuracy": 0.5, "accuracy/gsm8k": 0.25}  # None/NaN never logged
+    assert run.data.metrics == {"accuracy": 0.5, "exact_match/gsm8k": 0.25}  # None/NaN never logged
     assert run.data.params == {"bits": "16"}
     assert run.data.tags["mlflow.parentRunId"] == parent and run.data.tags["stage"] == "eval"
     assert run.info.run_name == "bf16" and run.info.status == "FINISHED"

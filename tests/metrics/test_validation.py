@@ -12,7 +12,7 @@ def good_table() -> pd.DataFrame:
             "candidate": ["bf16", "nf4-bitsandbytes", "broken"],
             "status": ["ok", "ok", "failed"],
             "accuracy": [0.52, 0.41, np.nan],
-            "accuracy/gsm8k": [0.1, 0.0, np.nan],
+            "exact_match/gsm8k": [0.1, 0.0, np.nan],
             "accuracy_stderr": [0.02, 0.03, np.nan],
             "latency_ms": [12.0, 20.0, -1.0],  # a failed row's junk is not checked
             "memory_gb": [0.55, 0.3, np.nan],
@@ -34,7 +34,7 @@ def test_table_without_ok_rows_passes():
     ("column", "value", "message"),
     [
         ("accuracy", 1.2, r"'nf4-bitsandbytes': accuracy = 1\.2 \(must be in \[0, 1\]\)"),
-        ("accuracy/gsm8k", -0.1, r"'nf4-bitsandbytes': accuracy/gsm8k = -0\.1"),
+        ("exact_match/gsm8k", -0.1, r"'nf4-bitsandbytes': exact_match/gsm8k = -0\.1"),
         ("latency_ms", -3.0, r"'nf4-bitsandbytes': latency_ms = -3\.0 \(must be >= 0\)"),
         (
             "energy_kwh",
@@ -100,7 +100,7 @@ def test_perplexity_table_passes():
 
 def test_perplexity_only_rows_pass():
     # no accuracy column at all: only perplexity was run
-    df = ppl_table().drop(columns=["accuracy", "accuracy/gsm8k", "accuracy_stderr"])
+    df = ppl_table().drop(columns=["accuracy", "exact_match/gsm8k", "accuracy_stderr"])
     validate_results_table(df)
     from ecocompress.metrics.types import parse_objectives
 

@@ -21,6 +21,7 @@ import os
 import sys
 from pathlib import Path
 
+from ecocompress.tasks.benchmarks import REGISTRY
 from tests.perf import common
 
 
@@ -133,7 +134,7 @@ def main() -> None:
             "lm_eval_cli_wall_s": cli["wall_s"],
             "ratio_excluding_measure": (pipe["wall_s"] - measure_s) / cli["wall_s"],
             "ratio_total": pipe["wall_s"] / cli["wall_s"],
-            "pipeline_accuracy": art["results.json"][0].get(f"accuracy/{b}"),
+            "pipeline_accuracy": art["results.json"][0].get(REGISTRY[b].column),
             "pipeline_stderr": art["results.json"][0].get(f"accuracy_stderr/{b}"),
             "lm_eval_cli_table": cli["stdout_tail"][-1200:],
             # set when the pipeline talked to a running Prefect server instead of starting one

@@ -35,6 +35,7 @@ import json
 import math
 from typing import Any
 
+from ecocompress.tasks.benchmarks import REGISTRY
 from tests.perf import common
 
 OBJECTIVES = "accuracy:max,perplexity/wikitext2:min,memory_gb:min"
@@ -103,8 +104,8 @@ class Recorded:
             limit = rung["limit"] or self.full_limit
             score, se, n = self.accuracy(cand, b, limit)
             accs[b], errs[b] = score, se
-            obs[f"accuracy/{b}"] = score
-            obs[f"accuracy_stderr/{b}"] = se
+            obs[REGISTRY[b].column] = score
+            obs[REGISTRY[b].stderr_column] = se
             full = row["eval_cost"][b]
             per_item = (full["cpu_s"] - self.fixed[b]) / full["n_items"]
             items += n

@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 
+from ecocompress.tasks.benchmarks import REGISTRY
 from tests.perf import common
 
 FULL_ITEMS = {
@@ -60,7 +61,7 @@ def main() -> None:
             "n_items": c["n_items"],
             "cpu_s_per_item": per_cpu,
             "wall_s_per_item": per_wall,
-            "score": row.get(f"accuracy/{b}"),
+            "score": row.get(REGISTRY[b].column),
             "stderr": row.get(f"accuracy_stderr/{b}"),
             "full_items": FULL_ITEMS[b],
             "full_wall_h": per_wall * FULL_ITEMS[b] / 3600,
