@@ -127,11 +127,20 @@ def compare_samples(pipe: dict[str, list[dict]], cli: dict[str, list[dict]]) -> 
     }
 
 
-def aggregate(results: dict, tasks: list[str], metric: str) -> dict:
-    """The benchmark score as the pipeline reports it (item-weighted over subtasks)."""
+def aggregate(results: dict, tasks: list[str], metric: str, kind: str = "") -> dict:
+    """The benchmark score as the pipeline reports it (item-weighted over subtasks; a
+    group: lm-eval's own aggregate)."""
     from ecocompress.tasks.evaluate import _stderr, pooled
 
     name, _, filt = metric.partition(",")
+    if kind == "group":
+        res = results["results"][tasks[0]]
+        n = sum(int(v["effective"]) for v in results["n-samples"].values())
+        return {
+            "score": float(res[metric]),
+            "stderr": _stderr(res.get(f"{name}_stderr,{filt}")),
+            "n": n,
+        }
     per = {
         t: {
             "score": float(results["results"][t][metric]),
@@ -144,19 +153,32 @@ def aggregate(results: dict, tasks: list[str], metric: str) -> dict:
     return {"score": score, "stderr": se, "n": n}
 
 
+SETUP = """
+import json, sys
+from pathlib import Path
+from ecocompress.tasks.benchmarks import get_benchmark
+from ecocompress.tasks.benchmarks.base import STATIC_DIR
+from ecocompress.tasks.evaluate import _task_source
+from ecocompress.tasks.specs import EvalSpec
+s = EvalSpec(benchmark=sys.argv[1])
+b = get_benchmark(s.benchmark, s.include_path)
+names, include, source, _ = _task_source(b, s, Path(sys.argv[2]))
+# the CLI takes one include folder: the generated one (our static folder is only
+# include:d from it by absolute path)
+rest = [p for p in include[:-1] if p != str(STATIC_DIR)]
+if rest:
+    raise SystemExit(f"more than one include folder: {include}")
+shots = s.num_fewshot if s.num_fewshot is not None else b.default_shots
+print(json.dumps({"tasks": list(names), "include": include[-1] if include else None,
+                  "shots": shots, "metric": b.metric, "kind": b.kind, "source": source}))
+"""
+
+
 def task_setup(benchmark: str, data: Path, home: Path) -> dict:
-    """The pipeline's own lm-eval task names, generated include folder, shots and metric."""
-    code = (
-        "import json; from pathlib import Path; from ecocompress.tasks.specs import EvalSpec\n"
-        "from ecocompress.tasks.benchmarks import get_benchmark\n"
-        "from ecocompress.tasks.benchmarks.local import local_task_dir\n"
-        f"s = EvalSpec(benchmark='{benchmark}'); b = get_benchmark(s.benchmark)\n"
-        "print(json.dumps({'tasks': [u.local_task for u in b.units(s.bbh_tasks)],\n"
-        f" 'include': str(local_task_dir(Path('{data}'))), 'shots': s.num_fewshot,\n"
-        " 'metric': b.metric}))\n"
-    )
+    """The pipeline's own lm-eval task names, include folder, shots and metric, from the
+    function ``evaluate_benchmark`` itself uses (``tasks.evaluate._task_source``)."""
     out = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", SETUP, benchmark, str(data)],
         env=common.env(home),
         cwd=common.REPO,
         capture_output=True,
@@ -182,8 +204,12 @@ def cli_cmd(setup: dict, limit: int, a: argparse.Namespace, model: str, out: Pat
     dtype = "float32" if a.bits == 32 else "bfloat16"
     cmd = [sys.executable, "-m", "lm_eval", "--model", "hf"]
     cmd += ["--model_args", f"pretrained={model},dtype={dtype}"]
-    cmd += ["--tasks", ",".join(setup["tasks"]), "--include_path", setup["include"]]
-    cmd += ["--num_fewshot", str(setup["shots"]), "--limit", str(limit)]
+    cmd += ["--tasks", ",".join(setup["tasks"])]
+    if setup["include"]:
+        cmd += ["--include_path", setup["include"]]
+    if setup["shots"] is not None:  # None: the task's own setting, as in the pipeline
+        cmd += ["--num_fewshot", str(setup["shots"])]
+    cmd += ["--limit", str(limit)]
     cmd += ["--batch_size", str(a.batch_size), "--device", "cpu", "--seed", str(a.seed)]
     cmd += ["--log_samples", "--output_path", str(out)]
     if a.max_gen_toks:
@@ -209,9 +235,9 @@ def run_one(b: str, limit: int, a: argparse.Namespace, model: str, data: Path) -
     home = common.fresh_home(f"parity-{b}")
     pipe = common.timed(pipeline_cmd(b, limit, a, data), home)
     (pipe_file,) = glob.glob(str(home / "cache" / "evaluations" / "*" / f"lm_eval_{b}.json"))
+    setup = task_setup(b, data, home)
     pipe_res = json.loads(Path(pipe_file).read_text())
     steps = common.last_parent_artifacts(home, ("steps.json",))["steps.json"]["wall_seconds"]
-    setup = task_setup(b, data, home)
     out = Path(f"/tmp/ecocompress-perf-parity-cli-{b}")
     subprocess.run(["rm", "-rf", str(out)], check=True)
     cli = common.timed(cli_cmd(setup, limit, a, model, out), home)
@@ -229,8 +255,9 @@ def run_one(b: str, limit: int, a: argparse.Namespace, model: str, data: Path) -
         "lm_eval_tasks": setup["tasks"],
         "metric": setup["metric"],
         **cmp,
-        "pipeline": aggregate(pipe_res, setup["tasks"], setup["metric"]),
-        "cli": aggregate(cli_res, setup["tasks"], setup["metric"]),
+        "pipeline": aggregate(pipe_res, setup["tasks"], setup["metric"], setup["kind"]),
+        "cli": aggregate(cli_res, setup["tasks"], setup["metric"], setup["kind"]),
+        "data_source": setup["source"],
         "pipeline_wall_s": round(pipe["wall_s"], 1),
         "pipeline_evaluate_step_s": round(sum(v for k, v in steps.items() if ":evaluate " in k), 1),
         "cli_wall_s": round(cli["wall_s"], 1),
