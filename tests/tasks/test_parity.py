@@ -1,10 +1,11 @@
 """Parity with the bare lm-eval CLI: ``evaluate_benchmark`` on the tiny model and
-``python -m lm_eval`` on its folder give the same per-item results for every lm-eval benchmark.
+``python -m lm_eval`` on its folder give the same per-item results for every lm-eval benchmark
+(the curated ones, and arc_easy and piqa through the generic lm-eval task path).
 
 Same model folder (float32), generated task YAMLs, items (limit 3 per task), shots, batch
 size, generation budget and seed. The CLI runs in one subprocess that calls lm-eval's own
-CLI entry point once per shot count (one import of lm-eval instead of four); the comparison
-is ``tests/perf/parity.py``'s, which the perf script runs on gemma-3-270m.
+CLI entry point once per shot count and task folder (one import of lm-eval instead of six);
+the comparison is ``tests/perf/parity.py``'s, which the perf script runs on gemma-3-270m.
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ from pathlib import Path
 import pytest
 
 from ecocompress.tasks.benchmarks import get_benchmark
-from ecocompress.tasks.benchmarks.local import local_task_dir
-from ecocompress.tasks.evaluate import evaluate_benchmark
+from ecocompress.tasks.benchmarks.base import STATIC_DIR
+from ecocompress.tasks.evaluate import _task_source, evaluate_benchmark
 from ecocompress.tasks.specs import EvalSpec
 from tests.perf.parity import aggregate, compare_samples, read_cli_output
 
 pytestmark = pytest.mark.slow
 
-BENCHMARKS = ("gsm8k", "truthfulqa", "commonsenseqa", "bbh", "humaneval")
+# the curated lm-eval benchmarks, and two lm-eval tasks read through the generic registry path
+BENCHMARKS = ("gsm8k", "truthfulqa", "commonsenseqa", "bbh", "humaneval", "arc_easy", "piqa")
 LIMIT, BATCH, MAX_GEN_TOKS = 3, 2, 16
 
 # Runs lm-eval's CLI main once per argv list, as `python -m lm_eval <argv>` would.
@@ -70,31 +72,36 @@ def pipeline(tiny_model_dir: Path, shared_data_dir: Path, tmp_path_factory) -> d
 
 @pytest.fixture(scope="module")
 def cli(tiny_model_dir: Path, shared_data_dir: Path, tmp_path_factory) -> dict[str, tuple]:
-    """The bare lm-eval CLI's results and samples per benchmark, on the same task folder."""
-    include = str(local_task_dir(shared_data_dir))
+    """The bare lm-eval CLI's results and samples per benchmark, on the task folder and
+    task names ``evaluate_benchmark`` uses: one CLI run per (shots, include folder)."""
     out = tmp_path_factory.mktemp("cli")
-    tasks = {
-        b: [u.local_task for u in get_benchmark(b).units(spec(b).bbh_tasks)] for b in BENCHMARKS
-    }
-    by_shots: dict[int, list[str]] = {}
+    runs: dict[tuple[int | None, str], list[str]] = {}
+    tasks = {}
     for b in BENCHMARKS:
-        by_shots.setdefault(spec(b).num_fewshot, []).append(b)
-    argvs = []
-    for shots, names in by_shots.items():
+        bench = get_benchmark(b)
+        names, include, _, _ = _task_source(bench, spec(b), shared_data_dir)
+        assert [p for p in include[:-1] if p != str(STATIC_DIR)] == []  # one folder for the CLI
+        tasks[b] = list(names)
+        shots = spec(b).num_fewshot if spec(b).num_fewshot is not None else bench.default_shots
+        runs.setdefault((shots, include[-1]), []).append(b)
+    argvs, where = [], {}
+    for i, ((shots, include), names) in enumerate(runs.items()):
+        where.update({b: out / f"run{i}" for b in names})
         argvs.append(
             ["--model", "hf", "--model_args", f"pretrained={tiny_model_dir},dtype=float32"]
             + ["--tasks", ",".join(t for b in names for t in tasks[b])]
-            + ["--include_path", include, "--num_fewshot", str(shots), "--limit", str(LIMIT)]
+            + ["--include_path", include, "--limit", str(LIMIT)]
+            + (["--num_fewshot", str(shots)] if shots is not None else [])
             + ["--batch_size", str(BATCH), "--device", "cpu", "--seed", str(spec("gsm8k").seed)]
             + ["--gen_kwargs", f"max_gen_toks={MAX_GEN_TOKS}", "--log_samples"]
-            + ["--output_path", str(out / f"shots{shots}")]
+            + ["--output_path", str(out / f"run{i}")]
             + (["--confirm_run_unsafe_code"] if "humaneval" in names else [])
         )
     proc = subprocess.run(
         [sys.executable, "-c", DRIVER, json.dumps(argvs)], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return {b: read_cli_output(out / f"shots{spec(b).num_fewshot}", tasks[b]) for b in BENCHMARKS}
+    return {b: read_cli_output(where[b], tasks[b]) for b in BENCHMARKS}
 
 
 @pytest.mark.parametrize("name", BENCHMARKS)
@@ -106,8 +113,10 @@ def test_every_item_equals_the_cli(pipeline, cli, name: str) -> None:
     assert cmp["items"] == LIMIT * len(tasks)
     assert cmp["records"] == cmp["items"] * n_filters
     assert cmp["records_different"] == 0, cmp["first_differences"]
-    metric = get_benchmark(name).metric
-    assert aggregate(pipeline[name]["out"], tasks, metric) == aggregate(cli_results, tasks, metric)
+    bench = get_benchmark(name)
+    assert aggregate(pipeline[name]["out"], tasks, bench.metric, bench.kind) == aggregate(
+        cli_results, tasks, bench.metric, bench.kind
+    )
 
 
 def test_a_changed_loglikelihood_is_caught(pipeline, cli) -> None:
