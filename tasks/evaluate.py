@@ -82,7 +82,7 @@ def evaluate_benchmark(
         raise UserError(
             f"num_fewshot {spec.num_fewshot} is too many for {bench.name}: allowed 0 to {bench.max_fewshot}"
         )
-    names, include, source, notes = _task_source(bench, spec, data_dir)
+    names, include, source, notes = task_source(bench, spec, data_dir)
     if spec.screening:
         notes.append(f"screening run: at most {spec.limit} items per task")
     shots = spec.num_fewshot if spec.num_fewshot is not None else bench.default_shots
@@ -160,7 +160,7 @@ def _per_task(out: dict, names: dict[str, str], bench: Benchmark) -> dict[str, d
     return per_task
 
 
-def _task_source(
+def task_source(
     bench: Benchmark, spec: EvalSpec, data_dir: Path | None
 ) -> tuple[dict[str, str], tuple[str, ...], str, list[str]]:
     """lm-eval task names to run (-> their key in the result), include folders, data

@@ -158,11 +158,11 @@ import json, sys
 from pathlib import Path
 from ecocompress.tasks.benchmarks import get_benchmark
 from ecocompress.tasks.benchmarks.base import STATIC_DIR
-from ecocompress.tasks.evaluate import _task_source
+from ecocompress.tasks.evaluate import task_source
 from ecocompress.tasks.specs import EvalSpec
 s = EvalSpec(benchmark=sys.argv[1])
 b = get_benchmark(s.benchmark, s.include_path)
-names, include, source, _ = _task_source(b, s, Path(sys.argv[2]))
+names, include, source, _ = task_source(b, s, Path(sys.argv[2]))
 # the CLI takes one include folder: the generated one (our static folder is only
 # include:d from it by absolute path)
 rest = [p for p in include[:-1] if p != str(STATIC_DIR)]
@@ -176,7 +176,7 @@ print(json.dumps({"tasks": list(names), "include": include[-1] if include else N
 
 def task_setup(benchmark: str, data: Path, home: Path) -> dict:
     """The pipeline's own lm-eval task names, include folder, shots and metric, from the
-    function ``evaluate_benchmark`` itself uses (``tasks.evaluate._task_source``)."""
+    function ``evaluate_benchmark`` itself uses (``tasks.evaluate.task_source``)."""
     out = subprocess.run(
         [sys.executable, "-c", SETUP, benchmark, str(data)],
         env=common.env(home),

@@ -20,7 +20,7 @@ import pytest
 
 from ecocompress.tasks.benchmarks import get_benchmark
 from ecocompress.tasks.benchmarks.base import STATIC_DIR
-from ecocompress.tasks.evaluate import _task_source, evaluate_benchmark
+from ecocompress.tasks.evaluate import evaluate_benchmark, task_source
 from ecocompress.tasks.specs import EvalSpec
 from tests.perf.parity import aggregate, compare_samples, read_cli_output
 
@@ -79,7 +79,7 @@ def cli(tiny_model_dir: Path, shared_data_dir: Path, tmp_path_factory) -> dict[s
     tasks = {}
     for b in BENCHMARKS:
         bench = get_benchmark(b)
-        names, include, _, _ = _task_source(bench, spec(b), shared_data_dir)
+        names, include, _, _ = task_source(bench, spec(b), shared_data_dir)
         assert [p for p in include[:-1] if p != str(STATIC_DIR)] == []  # one folder for the CLI
         tasks[b] = list(names)
         shots = spec(b).num_fewshot if spec(b).num_fewshot is not None else bench.default_shots
