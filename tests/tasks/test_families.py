@@ -371,7 +371,7 @@ def test_family_through_a_sweep(family, family_dirs, shared_data_dir, sweep_home
     by = {r["candidate"]: r for r in s["rows"]}
     assert set(by) == {"bf16", "wanda-2:4+bf16"}
     for row in by.values():
-        assert 0 <= row["accuracy/commonsenseqa"] <= 1
+        assert 0 <= row["acc/commonsenseqa"] <= 1
         assert 1 <= row["perplexity/wikitext2"] < float("inf")
     assert by["bf16"]["sparsity"] == 0
     assert by["wanda-2:4+bf16"]["sparsity"] == pytest.approx(0.5)
