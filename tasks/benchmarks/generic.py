@@ -100,28 +100,31 @@ def check_source(bench: Benchmark, spec: Any, data_dir: Path | None) -> Any:
     return td
 
 
-def validate_generic(bench: Benchmark, spec: Any, data_dir: Path | None) -> None:
+def validate_generic(bench: Benchmark, spec: Any, data_dir: Path | None) -> Any:
     """``check_source``, then the great-expectations gate on the local file: the fields its
     declaration requires, else the fields the task's prompt templates read.
 
     Raises:
         UserError: as ``check_source``, or the file fails its checks (file:line: field).
+
+    Returns:
+        The declared local data (``TaskData``), or ``None``.
     """
     td = check_source(bench, spec, data_dir)
     if td is None:
-        return
+        return None
     from ecocompress.tasks.benchmarks.task_data import template_fields, validate_task_data
 
     required = td.required or template_fields(task_config(Path(bench.task_yaml)))  # type: ignore[arg-type]
     validate_task_data(td, required)
+    return td
 
 
 def generic_source(
     bench: Benchmark, spec: Any, data_dir: Path | None
 ) -> tuple[dict[str, str], tuple[str, ...], str, list[str]]:
     """lm-eval task to run (-> the benchmark's name), include folders, data source, notes."""
-    validate_generic(bench, spec, data_dir)
-    td = mapping_for(bench, spec, data_dir)
+    td = validate_generic(bench, spec, data_dir)
     if td is None:
         source = "hub" if needs_hub(bench) else f"task yaml:{bench.task_yaml}"
         return {bench.name: bench.name}, tuple(spec.include_path), source, []
