@@ -14,6 +14,7 @@ import os
 import signal
 import time
 import traceback
+from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,13 +71,22 @@ class RunContext:
 
 
 def _run(
-    ctx: RunContext, label: str, what: str, step: Any, refresh: bool = False, **kwargs: Any
+    ctx: RunContext,
+    label: str,
+    what: str,
+    step: Any,
+    refresh: bool | Callable[[], bool] = False,
+    **kwargs: Any,
 ) -> Any:
     """Return a cached task's result from its JSON record, or run the Prefect task (and
     record its result); returns ``(value, whether it was a cache hit)``.
 
+    The step runs under its key's lock (``records.computing``): a worker that finds it
+    being computed waits, then reads the record.
+
     ``refresh``: run it even if a result is recorded (the checkpoint it names was evicted
-    or found corrupt).
+    or found corrupt); a callable is asked again under the lock (another worker may have
+    rebuilt the checkpoint meanwhile).
     """
     ctx.progress.step(label, what)
     t0 = time.perf_counter()
@@ -84,10 +94,16 @@ def _run(
     hit, value = False, None
     if key_fn is not None and not refresh:
         hit, value = records.load(step.name, key_fn(kwargs), return_type(step))
-    if not hit:
+    if not hit and key_fn is None:
         value = step(**kwargs, return_state=True).result()  # re-raises the task's exception
-        if key_fn is not None:
-            records.save(step.name, key_fn(kwargs), value, return_type(step))
+    elif not hit:
+        key = key_fn(kwargs)
+        with records.computing(key):  # a worker computing it now: wait, then read its record
+            if not (refresh() if callable(refresh) else refresh):
+                hit, value = records.load(step.name, key, return_type(step))
+            if not hit:
+                value = step(**kwargs, return_state=True).result()
+                records.save(step.name, key, value, return_type(step))
     ctx.step_seconds[f"{label}:{what}"] = time.perf_counter() - t0
     if not hit:
         ctx.executed_steps.append(f"{label}:{what}")
@@ -191,6 +207,14 @@ def _hold_checkpoint(ctx: RunContext, cand: CandidateSpec, p: RunParams) -> Abst
     return nullcontext(True) if path is None else hold(path)
 
 
+def _checkpoint_usable(ctx: RunContext, cand: CandidateSpec, p: RunParams) -> bool:
+    from ecocompress.tasks.cache import usable
+
+    data_dir = Path(p.data_dir) if p.data_dir else None
+    path = checkpoint_path(ctx.reference, cand.prune, data_dir)
+    return True if path is None else usable(path)
+
+
 def score_metrics(results: list[BenchmarkResult]) -> tuple[dict[str, float | None], float | None]:
     """Each benchmark's logged columns (``BenchmarkResult.metrics``) plus ``accuracy``, the
     mean of the scores that are fractions of items, and that mean's standard error
@@ -223,7 +247,7 @@ def _evaluate(
             label,
             "prune",
             prune_step,
-            refresh=not usable,
+            refresh=False if usable else lambda: not _checkpoint_usable(ctx, cand, p),
             ref=ctx.reference,
             spec=cand.prune,
             data_dir=p.data_dir,

@@ -23,6 +23,7 @@ from ecocompress.flows.resolve import (
     load_spec_file,
     resolve,
 )
+from ecocompress.flows.scale import ScaleParams
 from ecocompress.flows.search_params import SearchParams, StudyParams
 
 EPILOG = """examples:
@@ -74,6 +75,7 @@ GROUPS = {
     RunParams: "model, data, tracking and carbon",
     SpaceParams: "candidates (comma lists)",
     SearchParams: "search",
+    ScaleParams: "scale-out (where candidates run)",
     StudyParams: "study",
 }
 

@@ -24,7 +24,7 @@ _CHUNK = 1 << 20
 def preflight(r: Resolved) -> None:
     """Refuse what the flows would refuse later: the experiment name, the objectives, the
     country's grid, the model's files, the benchmark data's files, and a resumed thread's
-    settings.
+    settings, and the cluster of --cluster.
 
     Raises:
         UserError: one line naming the setting or the file.
@@ -44,6 +44,9 @@ def preflight(r: Resolved) -> None:
     check_data(r)
     if r.command == "optimize" and r.search is not None and r.search.thread_id:
         check_thread(r, r.search.thread_id)
+    from ecocompress.flows import scale
+
+    scale.preflight(r.scale)  # the engine is installed and a --cluster answers
 
 
 def data_files(r: Resolved) -> list[Path]:

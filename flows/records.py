@@ -10,8 +10,10 @@ hook, no class lookup) and its value validated against the step's declared retur
 validated, or that belongs to another step or key, is a miss: removed with a one-line
 warning on stderr, and the step runs again.
 
-Files: ``$ECOCOMPRESS_HOME/step-results/<key>.json``, written atomically (a temporary file
-renamed over it), each ``{"format", "step", "key", "value"}``.
+Files: ``<results>/<key>.json``, written atomically (a temporary file renamed over it), each
+``{"format", "step", "key", "value"}``; ``<results>`` is ``ECOCOMPRESS_RESULTS`` (``--results``)
+or ``$ECOCOMPRESS_HOME/step-results``. ``computing(key)`` is an exclusive lock on
+``<results>/locks/<key>.lock``: workers sharing the folder compute a step once.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import os
 import re
 import secrets
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -44,11 +48,28 @@ class StepRecord(BaseModel):
     value: Any  # plain JSON; validated against the step's return type when read
 
 
+RESULTS_ENV = "ECOCOMPRESS_RESULTS"
+
+
 def records_dir() -> Path:
-    """Where step results persist; read at call time so ECOCOMPRESS_HOME can change."""
-    p = home() / "step-results"
+    """Where step results persist: ``ECOCOMPRESS_RESULTS``, else
+    ``$ECOCOMPRESS_HOME/step-results``; read at call time so either can change."""
+    env = os.environ.get(RESULTS_ENV)
+    p = Path(env).expanduser().resolve() if env else home() / "step-results"
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+@contextmanager
+def computing(key: str) -> Iterator[None]:
+    """Hold the exclusive lock of step result ``key`` for the block (``flock``: released by
+    the kernel if the holder dies), so a second worker waits and then finds the record."""
+    from ecocompress.tasks.processes import file_lock
+
+    if not _KEY.match(key):
+        raise ValueError(f"step result key {key!r} is not a sha256 hex digest")
+    with file_lock(records_dir() / "locks" / f"{key}.lock"):
+        yield
 
 
 def record_path(key: str) -> Path:

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from ecocompress.flows.flags import cli_fields
 from ecocompress.flows.params import RunParams, SpaceParams
+from ecocompress.flows.scale import ScaleParams
 from ecocompress.flows.search_params import (
     DEFAULT_MAX_CANDIDATES,
     REEVAL_LIMIT_FACTOR,
@@ -31,7 +32,7 @@ from ecocompress.tasks.specs import CandidateSpec
 # The settings models each command reads, in the order of its help.
 COMMANDS: dict[str, tuple[type[BaseModel], ...]] = {
     "evaluate": (RunParams, SpaceParams),
-    "sweep": (RunParams, SpaceParams),
+    "sweep": (RunParams, SpaceParams, ScaleParams),
     "optimize": (RunParams, SpaceParams, SearchParams),
     "study": (RunParams, SpaceParams, SearchParams, StudyParams),
 }
@@ -48,6 +49,7 @@ class Resolved:
     search: SearchParams | None = None
     settings: Any = None  # agents.graph.SearchSettings for optimize and study
     study: StudyParams | None = None
+    scale: ScaleParams | None = None  # where candidates run (sweep)
 
 
 def load_spec_file(path: str | Path) -> dict[str, Any]:
@@ -117,7 +119,8 @@ def resolve(command: str, values: Mapping[str, Any]) -> Resolved:
     _check_combinations(space, candidates, search=search is not None)
     settings = search_settings(run, space, search) if search is not None else None
     study = StudyParams.model_validate(parts[StudyParams]) if command == "study" else None
-    return Resolved(command, run, candidates, search, settings, study)
+    scale = ScaleParams.model_validate(parts[ScaleParams]) if ScaleParams in parts else None
+    return Resolved(command, run, candidates, search, settings, study, scale)
 
 
 def _check_combinations(space: SpaceParams, candidates: list[CandidateSpec], search: bool) -> None:
@@ -211,8 +214,13 @@ def flow_parameters(r: Resolved) -> dict[str, Any]:
     """The parameters of the command's flow (sweep_flow, optimize_flow or study_flow)
     besides ``quiet`` and the optimize thread id: what the CLI passes and a deployment
     stores."""
-    if r.command in ("evaluate", "sweep"):
+    if r.command == "evaluate":
         return {"params": r.run, "candidates": r.candidates, "command": r.command}
+    if r.command == "sweep":
+        out: dict[str, Any] = {"params": r.run, "candidates": r.candidates, "command": "sweep"}
+        if r.scale is not None and r.scale.model_dump(exclude_defaults=True):
+            out["scale"] = r.scale
+        return out
     assert r.search is not None and r.settings is not None
     if r.command == "optimize":
         return {

@@ -18,6 +18,7 @@ from prefect import flow
 from ecocompress.flows.candidate import INTERRUPTS, RunContext, evaluate_candidate
 from ecocompress.flows.params import RunParams
 from ecocompress.flows.progress import Progress
+from ecocompress.flows.scale import ScaleParams, results_env
 from ecocompress.flows.steps import data_hash, download_step
 from ecocompress.tasks.cache import hold
 from ecocompress.tasks.errors import UserError
@@ -54,13 +55,30 @@ def results_frame(rows: list[dict[str, Any]]):
 
 @flow(name="ecocompress-sweep", log_prints=False)
 def sweep_flow(
-    params: RunParams, candidates: list[CandidateSpec], command: str = "sweep", quiet: bool = False
+    params: RunParams,
+    candidates: list[CandidateSpec],
+    command: str = "sweep",
+    quiet: bool = False,
+    scale: ScaleParams | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``candidates`` on ``params.benchmarks`` and keep the Pareto frontier.
+
+    ``scale``: where candidates run (flows/scale.py); by default one after another here.
 
     Returns a summary: results rows, frontier, hypervolume, MLflow run ids and the list
     of steps that actually executed (empty when everything came from the caches).
     """
+    with results_env(scale):
+        return _sweep(params, candidates, command, quiet, scale)
+
+
+def _sweep(
+    params: RunParams,
+    candidates: list[CandidateSpec],
+    command: str,
+    quiet: bool,
+    scale: ScaleParams | None,
+) -> dict[str, Any]:
     from ecocompress.metrics import tracking
     from ecocompress.metrics.carbon import co2_kg
 
@@ -77,9 +95,14 @@ def sweep_flow(
     parent = ctx.parent_run_id
     rows: list[dict[str, Any]] = []
     try:
-        for cand in candidates:
-            progress.start_candidate(cand.label)
-            rows.append(evaluate_candidate(ctx, cand))
+        if scale is not None and scale.parallel:
+            from ecocompress.flows.parallel import evaluate_parallel
+
+            rows = evaluate_parallel(ctx, candidates, scale)
+        else:
+            for cand in candidates:
+                progress.start_candidate(cand.label)
+                rows.append(evaluate_candidate(ctx, cand))
         summary = finish(ctx, rows, objectives)
     except INTERRUPTS:
         tracking.end_run(parent, "KILLED")

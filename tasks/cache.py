@@ -174,6 +174,13 @@ def reusable(kind: str, path: str | Path) -> bool:
     return False
 
 
+def usable(path: str | Path) -> bool:
+    """Whether ``path`` can be used as it is: a complete cache entry matching its manifest
+    (a corrupt one is discarded), or an existing path outside the cache."""
+    ent = entry_of(path)
+    return Path(path).exists() if ent is None else reusable(ent[0], path)
+
+
 def _meta(kind: str, id_: str, suffix: str, create: bool = False) -> Path:
     d = cache_dir(kind) / _META
     if create:

@@ -1,0 +1,211 @@
+"""Scale-out (flows/scale.py, flows/parallel.py): settings, refusals, the step lock, and a
+2-worker Dask ``LocalCluster`` sweep on the tiny model against the sequential one."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from ecocompress.flows.scale import ScaleParams, check_memory, check_reachable, cpu_cores
+from ecocompress.tasks.errors import UserError
+from tests.flows.test_refusals import _refused, no_server  # noqa: F401 - fixture
+from tests.homes import fresh_home
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "values, needle",
+    [
+        ({"workers": 2, "cluster": "tcp://127.0.0.1:8786"}, "not both"),
+        ({"cluster": "http://127.0.0.1:8786"}, "tcp://host:port"),
+        ({"cluster": "tcp://:8786"}, "tcp://host:port"),
+        ({"cluster": "tcp://127.0.0.1:99999"}, "port"),
+        ({"results": "s3://bucket/results"}, "mount"),
+        ({"workers": 0}, "greater than or equal to 1"),
+    ],
+)
+def test_bad_scale_settings_are_refused(values, needle):
+    with pytest.raises(ValidationError, match=needle):
+        ScaleParams.model_validate(values)
+
+
+def test_workers_share_the_cores_and_results_resolve_to_a_folder(tmp_path):
+    s = ScaleParams(workers=2, results=f"file://{tmp_path}/r")
+    assert s.parallel and s.threads_per_worker() == max(1, cpu_cores() // 2)
+    assert s.results == str(tmp_path / "r")
+    assert ScaleParams(workers=10_000 // 100).threads_per_worker() >= 1
+    assert not ScaleParams().parallel and ScaleParams().threads_per_worker() is None
+
+
+def test_cluster_pointing_at_nothing_fails_fast():
+    port = _free_port()  # nothing listens there now
+    t0 = time.perf_counter()
+    with pytest.raises(UserError, match=f"no Dask scheduler answers at 127.0.0.1:{port}"):
+        check_reachable(f"tcp://127.0.0.1:{port}")
+    assert time.perf_counter() - t0 < 6
+
+
+def test_sweep_with_a_dead_cluster_is_one_line_exit_2(
+    tiny_model_dir,
+    shared_data_dir,
+    capsys,
+    no_server,  # noqa: F811
+):
+    port = _free_port()
+    argv = ["sweep", "--model", str(tiny_model_dir), "--bits", "16", "--benchmarks"]
+    argv += ["perplexity", "--data-dir", str(shared_data_dir), "--cluster"]
+    argv += [f"tcp://127.0.0.1:{port}"]
+    err = _refused(argv, capsys, no_server, "--cluster", "no Dask scheduler answers")
+    assert f"127.0.0.1:{port}" in err
+
+
+def test_ray_without_its_extra_is_refused(tiny_model_dir, shared_data_dir, capsys, no_server):  # noqa: F811
+    pytest.importorskip("prefect")
+    try:
+        import prefect_ray  # noqa: F401
+
+        pytest.skip("prefect-ray is installed")
+    except ImportError:
+        pass
+    argv = ["sweep", "--model", str(tiny_model_dir), "--bits", "16", "--benchmarks"]
+    argv += ["perplexity", "--data-dir", str(shared_data_dir), "--cluster", "ray://127.0.0.1:1"]
+    _refused(argv, capsys, no_server, "needs Ray", "ecocompress[ray]")
+
+
+def test_a_configuration_that_cannot_fit_is_refused():
+    import psutil
+
+    avail = psutil.virtual_memory().available
+    with pytest.raises(UserError, match=r"--workers 4 needs about .* per worker, estimated"):
+        check_memory(ScaleParams(workers=4), avail // 2, None)
+    with pytest.raises(UserError, match="one worker needs about"):
+        check_memory(ScaleParams(workers=1), avail * 2, None)
+    check_memory(ScaleParams(workers=2), 1000, None)  # fits: no error
+    remote = ScaleParams(cluster="tcp://127.0.0.1:8786")
+    with pytest.raises(UserError, match="the largest worker has"):
+        check_memory(remote, 8 * 2**30, [2 * 2**30, 4 * 2**30])
+    check_memory(remote, 8 * 2**30, [0, 0])  # no memory limits set: nothing to compare
+
+
+def test_results_folder_follows_the_setting(tmp_path, monkeypatch):
+    from ecocompress.flows import records
+    from ecocompress.flows.scale import results_env
+
+    monkeypatch.delenv(records.RESULTS_ENV, raising=False)
+    default = records.records_dir()
+    with results_env(ScaleParams(results=str(tmp_path / "shared"))):
+        assert records.records_dir() == tmp_path / "shared"
+    assert records.records_dir() == default
+
+
+def test_a_step_being_computed_makes_a_second_worker_wait(tmp_path, monkeypatch):
+    """``records.computing``: an exclusive lock per key (flock on its own open file, so two
+    threads exclude each other as two processes would)."""
+    from ecocompress.flows import records
+
+    monkeypatch.setenv(records.RESULTS_ENV, str(tmp_path / "r"))
+    key = "a" * 64
+    held, release, second_in = threading.Event(), threading.Event(), threading.Event()
+
+    def first():
+        with records.computing(key):
+            held.set()
+            release.wait(30)
+
+    def second():
+        with records.computing(key):
+            second_in.set()
+
+    a = threading.Thread(target=first)
+    a.start()
+    assert held.wait(30)
+    b = threading.Thread(target=second)
+    b.start()
+    b.join(1.0)
+    assert not second_in.is_set(), "the second holder got the lock while the first held it"
+    release.set()
+    a.join(30)
+    b.join(30)
+    assert second_in.is_set()
+    with pytest.raises(ValueError, match="sha256"):
+        with records.computing("../../etc"):
+            pass
+
+
+# --- a real 2-worker LocalCluster on the tiny model ---------------------------------------
+
+
+def _argv(tiny: Path, data: Path, *extra: str) -> list[str]:
+    argv = ["--model", str(tiny), "--bits", "16,8", "--quant-backend", "torchao"]
+    argv += ["--prune", "magnitude", "--sparsity", "0.5", "--benchmarks", "perplexity"]
+    argv += ["--ppl-tokens", "128", "--ppl-window", "64", "--ppl-stride", "32"]
+    return [*argv, "--data-dir", str(data), "--experiment", "scale", *extra]
+
+
+def _sweep(argv: list[str]) -> dict:
+    from ecocompress.flows.cli import parse_settings
+    from ecocompress.flows.resolve import flow_parameters, resolve
+    from ecocompress.flows.sweep import sweep_flow
+
+    r = resolve("sweep", parse_settings("sweep", argv))
+    return sweep_flow(**flow_parameters(r), quiet=True)
+
+
+def _table(summary: dict) -> list[tuple]:
+    return [
+        (
+            r["candidate"],
+            r["status"],
+            r["perplexity/wikitext2"],
+            r["log_perplexity_stderr/wikitext2"],
+        )
+        for r in summary["rows"]
+    ]
+
+
+@pytest.mark.slow
+def test_two_workers_give_the_sequential_table_and_a_rerun_runs_nothing(
+    tiny_model_dir, shared_data_dir, tmp_path_factory
+):
+    from prefect.testing.utilities import prefect_test_harness
+
+    from ecocompress.metrics import tracking
+
+    with prefect_test_harness():
+        with fresh_home(tmp_path_factory, "seq"):
+            seq = _sweep(_argv(tiny_model_dir, shared_data_dir))
+        with fresh_home(tmp_path_factory, "par") as home:
+            results = home / "shared-results"
+            argv = _argv(tiny_model_dir, shared_data_dir, "--workers", "2")
+            par = _sweep([*argv, "--results", str(results)])
+            assert _table(par) == _table(seq)
+            assert all(r["status"] == "ok" for r in par["rows"])
+            # both candidates prune the same way: computed once (the other worker waited for
+            # it under the step's lock, or found its record)
+            prunes = [s for s in par["executed_steps"] if s.endswith(":prune")]
+            assert len(prunes) == 1, par["executed_steps"]
+            assert {r["worker"] for r in par["rows"]} <= {"0", "1"}
+            assert sorted(p.name for p in results.glob("*.json"))  # records went there
+            assert not (home / "step-results").exists() or not any(
+                (home / "step-results").glob("*.json")
+            )
+            again = _sweep([*argv, "--results", str(results)])
+            assert again["executed_steps"] == []
+            assert _table(again) == _table(seq)
+            c = tracking.client()
+            for s in (par, again):
+                runs = c.search_runs(
+                    [s["experiment_id"]], f"tags.mlflow.parentRunId = '{s['parent_run_id']}'"
+                )
+                assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+                assert c.get_run(s["parent_run_id"]).info.status == "FINISHED"
