@@ -165,7 +165,7 @@ def _ui(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """Library chatter off the terminal (progress lines and the table are ours); -v keeps it."""
     import logging
     import warnings
@@ -182,6 +182,8 @@ def _quiet_libraries() -> None:
         "mlflow": logging.WARNING,
         "datasets": logging.ERROR,
         "httpx": logging.WARNING,
+        # --workers: a closing cluster logs its workers' lost heartbeats and slow exits
+        "distributed": logging.CRITICAL,
     }.items():
         logging.getLogger(name).setLevel(level)
     # torch keeps a level set before it is imported: its warning about torchao's enum
@@ -189,6 +191,7 @@ def _quiet_libraries() -> None:
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")  # its worker processes
 
 
 def run(args: argparse.Namespace, r: Resolved | None = None) -> int:
@@ -220,7 +223,7 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     if args.command == "ui":
         return _ui(args)
     if not args.verbose:
-        _quiet_libraries()
+        quiet_libraries()
 
     def connected_run(args: argparse.Namespace) -> int:
         from ecocompress.flows.preflight import preflight

@@ -64,6 +64,10 @@ class CandidateOutcome:
 
 def _prepare_worker(setup: WorkerSetup) -> str:
     """Apply ``setup`` in this worker process; returns the worker's name."""
+    if not os.environ.get("ECOCOMPRESS_VERBOSE"):
+        from ecocompress.flows.cli import quiet_libraries
+
+        quiet_libraries()  # the command's own quiet, before torch is imported here
     name = "local"
     try:
         from distributed import get_worker

@@ -209,3 +209,59 @@ def test_two_workers_give_the_sequential_table_and_a_rerun_runs_nothing(
                 )
                 assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
                 assert c.get_run(s["parent_run_id"]).info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_candidate_leaves_no_run_running(
+    tiny_model_dir, shared_data_dir, tmp_path_factory
+):
+    """SIGKILL the worker process that owns a RUNNING child run: its candidate is rescheduled
+    on another worker and finishes; the killed attempt's run ends FAILED ("process died")."""
+    import os
+    import signal
+
+    from prefect.testing.utilities import prefect_test_harness
+
+    from ecocompress.metrics import tracking
+    from ecocompress.metrics.tracking import OWNER_PREFIX, PROCESS_DIED
+
+    killed: list[int] = []
+    done = threading.Event()
+
+    def killer() -> None:
+        while not done.is_set() and not killed:
+            try:
+                c = tracking.client()
+                exps = [e.experiment_id for e in c.search_experiments()]
+                runs = c.search_runs(exps, "attributes.status = 'RUNNING'") if exps else []
+            except Exception:  # noqa: BLE001 - the store is being created: look again
+                runs = []
+            for run in runs:
+                tags = run.data.tags
+                pid = int(tags.get(f"{OWNER_PREFIX}pid", os.getpid()))
+                if "mlflow.parentRunId" in tags and pid != os.getpid():
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    break
+            done.wait(0.1)
+
+    with prefect_test_harness(), fresh_home(tmp_path_factory, "kill"):
+        argv = _argv(tiny_model_dir, shared_data_dir, "--workers", "2")
+        argv[argv.index("--ppl-tokens") + 1] = "2048"  # a candidate runs long enough to hit
+        t = threading.Thread(target=killer, daemon=True)
+        t.start()
+        try:
+            out = _sweep(argv)
+        finally:
+            done.set()
+            t.join(30)
+        assert killed, "no worker was seen running a candidate"
+        assert [r["status"] for r in out["rows"]] == ["ok", "ok"]
+        c = tracking.client()
+        runs = c.search_runs([out["experiment_id"]], "")
+        statuses = {r.info.run_id: r.info.status for r in runs}
+        assert "RUNNING" not in statuses.values(), statuses
+        failed = [r for r in runs if r.info.status == "FAILED"]
+        assert len(failed) == 1 and failed[0].data.tags["failure_reason"] == PROCESS_DIED
+        assert failed[0].data.tags[f"{OWNER_PREFIX}pid"] == str(killed[0])
+        assert statuses[out["parent_run_id"]] == "FINISHED"
