@@ -33,7 +33,7 @@ from ecocompress.tasks.specs import CandidateSpec
 COMMANDS: dict[str, tuple[type[BaseModel], ...]] = {
     "evaluate": (RunParams, SpaceParams),
     "sweep": (RunParams, SpaceParams, ScaleParams),
-    "optimize": (RunParams, SpaceParams, SearchParams),
+    "optimize": (RunParams, SpaceParams, SearchParams, ScaleParams),
     "study": (RunParams, SpaceParams, SearchParams, StudyParams),
 }
 SEARCH_COMMANDS = ("optimize", "study")
@@ -120,6 +120,13 @@ def resolve(command: str, values: Mapping[str, Any]) -> Resolved:
     settings = search_settings(run, space, search) if search is not None else None
     study = StudyParams.model_validate(parts[StudyParams]) if command == "study" else None
     scale = ScaleParams.model_validate(parts[ScaleParams]) if ScaleParams in parts else None
+    if command == "optimize" and scale is not None and scale.model_dump(exclude_defaults=True):
+        # its policy proposes one candidate at a time: a second worker would stay idle
+        given = ", ".join(f"--{k}" for k in scale.model_dump(exclude_defaults=True))
+        raise UserError(
+            f"optimize evaluates one proposal at a time: {given} apply to sweep (and a "
+            "deployment's scheduled sweep), not to optimize yet"
+        )
     return Resolved(command, run, candidates, search, settings, study, scale)
 
 

@@ -265,3 +265,27 @@ def test_a_worker_killed_mid_candidate_leaves_no_run_running(
         assert len(failed) == 1 and failed[0].data.tags["failure_reason"] == PROCESS_DIED
         assert failed[0].data.tags[f"{OWNER_PREFIX}pid"] == str(killed[0])
         assert statuses[out["parent_run_id"]] == "FINISHED"
+
+
+def test_optimize_refuses_scale_settings_it_cannot_use_yet():
+    from ecocompress.flows.resolve import resolve
+
+    with pytest.raises(UserError, match="--workers apply to sweep"):
+        resolve("optimize", {"workers": 2})
+
+
+def test_a_scheduled_sweep_carries_its_workers(tiny_model_dir, shared_data_dir):
+    """``deploy --workers 2``: the scheduled sweep's stored parameters hold ``scale``, which
+    ``sweep_flow`` reads back as ScaleParams; a sweep without it stores none."""
+    from ecocompress.deployments.serve import jsonable
+    from ecocompress.flows.cli import parse_settings
+    from ecocompress.flows.resolve import flow_parameters, resolve
+
+    argv = ["--model", str(tiny_model_dir), "--bits", "16", "--benchmarks", "perplexity"]
+    argv += ["--data-dir", str(shared_data_dir)]
+    stored = jsonable(flow_parameters(resolve("sweep", parse_settings("sweep", argv))))
+    assert "scale" not in stored
+    stored = jsonable(
+        flow_parameters(resolve("sweep", parse_settings("sweep", [*argv, "--workers", "2"])))
+    )
+    assert ScaleParams.model_validate(stored["scale"]) == ScaleParams(workers=2)
