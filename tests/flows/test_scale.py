@@ -148,7 +148,8 @@ def test_a_step_being_computed_makes_a_second_worker_wait(tmp_path, monkeypatch)
 def _argv(tiny: Path, data: Path, *extra: str) -> list[str]:
     argv = ["--model", str(tiny), "--bits", "16,8", "--quant-backend", "torchao"]
     argv += ["--prune", "magnitude", "--sparsity", "0.5", "--benchmarks", "perplexity"]
-    argv += ["--ppl-tokens", "128", "--ppl-window", "64", "--ppl-stride", "32"]
+    # 2048 tokens: a candidate runs long enough for the killer to see it
+    argv += ["--ppl-tokens", "2048", "--ppl-window", "64", "--ppl-stride", "32"]
     return [*argv, "--data-dir", str(data), "--experiment", "scale", *extra]
 
 
@@ -173,63 +174,22 @@ def _table(summary: dict) -> list[tuple]:
     ]
 
 
-@pytest.mark.slow
-def test_two_workers_give_the_sequential_table_and_a_rerun_runs_nothing(
-    tiny_model_dir, shared_data_dir, tmp_path_factory
-):
-    from prefect.testing.utilities import prefect_test_harness
+class _Killer(threading.Thread):
+    """SIGKILLs the first worker process seen owning a RUNNING child run (once)."""
 
-    from ecocompress.metrics import tracking
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.killed: list[int] = []
+        self.done = threading.Event()
 
-    with prefect_test_harness():
-        with fresh_home(tmp_path_factory, "seq"):
-            seq = _sweep(_argv(tiny_model_dir, shared_data_dir))
-        with fresh_home(tmp_path_factory, "par") as home:
-            results = home / "shared-results"
-            argv = _argv(tiny_model_dir, shared_data_dir, "--workers", "2")
-            par = _sweep([*argv, "--results", str(results)])
-            assert _table(par) == _table(seq)
-            assert all(r["status"] == "ok" for r in par["rows"])
-            # both candidates prune the same way: computed once (the other worker waited for
-            # it under the step's lock, or found its record)
-            prunes = [s for s in par["executed_steps"] if s.endswith(":prune")]
-            assert len(prunes) == 1, par["executed_steps"]
-            assert {r["worker"] for r in par["rows"]} <= {"0", "1"}
-            assert sorted(p.name for p in results.glob("*.json"))  # records went there
-            assert not (home / "step-results").exists() or not any(
-                (home / "step-results").glob("*.json")
-            )
-            again = _sweep([*argv, "--results", str(results)])
-            assert again["executed_steps"] == []
-            assert _table(again) == _table(seq)
-            c = tracking.client()
-            for s in (par, again):
-                runs = c.search_runs(
-                    [s["experiment_id"]], f"tags.mlflow.parentRunId = '{s['parent_run_id']}'"
-                )
-                assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
-                assert c.get_run(s["parent_run_id"]).info.status == "FINISHED"
+    def run(self) -> None:
+        import os
+        import signal
 
+        from ecocompress.metrics import tracking
+        from ecocompress.metrics.tracking import OWNER_PREFIX
 
-@pytest.mark.slow
-def test_a_worker_killed_mid_candidate_leaves_no_run_running(
-    tiny_model_dir, shared_data_dir, tmp_path_factory
-):
-    """SIGKILL the worker process that owns a RUNNING child run: its candidate is rescheduled
-    on another worker and finishes; the killed attempt's run ends FAILED ("process died")."""
-    import os
-    import signal
-
-    from prefect.testing.utilities import prefect_test_harness
-
-    from ecocompress.metrics import tracking
-    from ecocompress.metrics.tracking import OWNER_PREFIX, PROCESS_DIED
-
-    killed: list[int] = []
-    done = threading.Event()
-
-    def killer() -> None:
-        while not done.is_set() and not killed:
+        while not self.done.is_set() and not self.killed:
             try:
                 c = tracking.client()
                 exps = [e.experiment_id for e in c.search_experiments()]
@@ -241,30 +201,64 @@ def test_a_worker_killed_mid_candidate_leaves_no_run_running(
                 pid = int(tags.get(f"{OWNER_PREFIX}pid", os.getpid()))
                 if "mlflow.parentRunId" in tags and pid != os.getpid():
                     os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
+                    self.killed.append(pid)
                     break
-            done.wait(0.1)
+            self.done.wait(0.1)
 
-    with prefect_test_harness(), fresh_home(tmp_path_factory, "kill"):
-        argv = _argv(tiny_model_dir, shared_data_dir, "--workers", "2")
-        argv[argv.index("--ppl-tokens") + 1] = "2048"  # a candidate runs long enough to hit
-        t = threading.Thread(target=killer, daemon=True)
-        t.start()
-        try:
-            out = _sweep(argv)
-        finally:
-            done.set()
-            t.join(30)
-        assert killed, "no worker was seen running a candidate"
-        assert [r["status"] for r in out["rows"]] == ["ok", "ok"]
-        c = tracking.client()
-        runs = c.search_runs([out["experiment_id"]], "")
-        statuses = {r.info.run_id: r.info.status for r in runs}
-        assert "RUNNING" not in statuses.values(), statuses
-        failed = [r for r in runs if r.info.status == "FAILED"]
-        assert len(failed) == 1 and failed[0].data.tags["failure_reason"] == PROCESS_DIED
-        assert failed[0].data.tags[f"{OWNER_PREFIX}pid"] == str(killed[0])
-        assert statuses[out["parent_run_id"]] == "FINISHED"
+
+@pytest.mark.slow
+def test_two_workers_give_the_sequential_table_through_a_killed_worker(
+    tiny_model_dir, shared_data_dir, tmp_path_factory
+):
+    """The same sweep sequentially and on a 2-worker LocalCluster whose worker running a
+    candidate is SIGKILLed: the candidate is rescheduled on another worker, the table is
+    identical, the killed attempt's run ends FAILED ("process died"), no run stays RUNNING,
+    and a re-run on the shared results folder executes nothing."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    from ecocompress.metrics import tracking
+    from ecocompress.metrics.tracking import OWNER_PREFIX, PROCESS_DIED
+
+    with prefect_test_harness():
+        with fresh_home(tmp_path_factory, "seq"):
+            seq = _sweep(_argv(tiny_model_dir, shared_data_dir))
+        with fresh_home(tmp_path_factory, "par") as home:
+            results = home / "shared-results"
+            argv = [*_argv(tiny_model_dir, shared_data_dir, "--workers", "2")]
+            argv += ["--results", str(results)]
+            killer = _Killer()
+            killer.start()
+            try:
+                par = _sweep(argv)
+            finally:
+                killer.done.set()
+                killer.join(30)
+            assert killer.killed, "no worker was seen running a candidate"
+            assert _table(par) == _table(seq)
+            assert [r["status"] for r in par["rows"]] == ["ok", "ok"]
+            assert {r["worker"] for r in par["rows"]} <= {"0", "1"}
+            # both candidates prune the same way: computed at most once (the other worker
+            # waits under the step's lock, then reads the record; a killed attempt's steps
+            # are not reported)
+            assert len([s for s in par["executed_steps"] if s.endswith(":prune")]) <= 1
+            assert sorted(results.glob("*.json"))  # the records went to --results
+            assert not list((home / "step-results").glob("*.json"))
+            c = tracking.client()
+            runs = c.search_runs([par["experiment_id"]], "")
+            statuses = {r.info.run_id: r.info.status for r in runs}
+            assert "RUNNING" not in statuses.values(), statuses
+            failed = [r for r in runs if r.info.status == "FAILED"]
+            assert len(failed) == 1 and failed[0].data.tags["failure_reason"] == PROCESS_DIED
+            assert failed[0].data.tags[f"{OWNER_PREFIX}pid"] == str(killer.killed[0])
+            assert statuses[par["parent_run_id"]] == "FINISHED"
+
+            again = _sweep(argv)
+            assert again["executed_steps"] == []
+            assert _table(again) == _table(seq)
+            runs = c.search_runs(
+                [again["experiment_id"]], f"tags.mlflow.parentRunId = '{again['parent_run_id']}'"
+            )
+            assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
 
 
 def test_optimize_refuses_scale_settings_it_cannot_use_yet():
