@@ -159,47 +159,50 @@ def evaluate_parallel(
     where = f"{scale.workers} local workers" if scale.workers else scale.cluster
     progress.note(f"evaluating {len(candidates)} candidates on {where} ...")
     rows: list[dict[str, Any] | None] = [None] * len(candidates)
-    with task_runner(scale) as runner:
-        if scale.cluster is not None:
-            check_memory(scale, per_worker, _worker_memory_limits(scale, runner))
-        futures = {}
-        with _gpu_annotation(scale, runner, setup):
-            for i, cand in enumerate(candidates):
-                fut = runner.submit(
-                    candidate_task, parameters={"shared": shared, "cand": cand, "setup": setup}
-                )
-                futures[fut] = i
-        for fut in as_completed(list(futures)):
-            i = futures[fut]
-            cand = candidates[i]
-            progress.start_candidate(cand.label)
-            try:
-                out = fut.result()
-            except (UserError, *_raise_types()):
-                raise
-            except Exception as exc:  # the worker died with it (twice), or the engine failed
-                reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-                rows[i] = {
-                    "candidate": cand.label,
-                    **cand.flat(),
-                    "limit": ctx.params.limit,
-                    "status": Status.FAILED.value,
-                    "failure_reason": reason,
-                }
-                progress.failed(cand.label, reason)
-                _crashed(fut.task_run_id, reason)
-                continue
-            ctx.executed_steps.extend(out.executed_steps)
-            ctx.step_seconds.update(out.step_seconds)
-            ctx.energy_spent_kwh += out.energy_spent_kwh
-            out.row["worker"] = out.worker
-            rows[i] = out.row
-            if out.row["status"] == Status.OK.value:
-                progress.done(cand.label, bool(out.row.get("cache_hit")))
-            else:
-                progress.failed(cand.label, str(out.row.get("failure_reason")))
-    # child runs of workers that died mid-candidate: FAILED ("process died"), never RUNNING
-    tracking.close_dead_runs()
+    try:
+        with task_runner(scale) as runner:
+            if scale.cluster is not None:
+                check_memory(scale, per_worker, _worker_memory_limits(scale, runner))
+            futures = {}
+            with _gpu_annotation(scale, runner, setup):
+                for i, cand in enumerate(candidates):
+                    fut = runner.submit(
+                        candidate_task, parameters={"shared": shared, "cand": cand, "setup": setup}
+                    )
+                    futures[fut] = i
+            for fut in as_completed(list(futures)):
+                i = futures[fut]
+                cand = candidates[i]
+                progress.start_candidate(cand.label)
+                try:
+                    out = fut.result()
+                except (UserError, *_raise_types()):
+                    raise
+                except Exception as exc:  # the worker died with it (twice), or the engine failed
+                    reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+                    rows[i] = {
+                        "candidate": cand.label,
+                        **cand.flat(),
+                        "limit": ctx.params.limit,
+                        "status": Status.FAILED.value,
+                        "failure_reason": reason,
+                    }
+                    progress.failed(cand.label, reason)
+                    _crashed(fut.task_run_id, reason)
+                    continue
+                ctx.executed_steps.extend(out.executed_steps)
+                ctx.step_seconds.update(out.step_seconds)
+                ctx.energy_spent_kwh += out.energy_spent_kwh
+                out.row["worker"] = out.worker
+                rows[i] = out.row
+                if out.row["status"] == Status.OK.value:
+                    progress.done(cand.label, bool(out.row.get("cache_hit")))
+                else:
+                    progress.failed(cand.label, str(out.row.get("failure_reason")))
+    finally:
+        # child runs of workers that died mid-candidate, or with the cluster on an interrupt:
+        # FAILED ("process died"), never RUNNING
+        tracking.close_dead_runs()
     return [r for r in rows if r is not None]
 
 

@@ -139,3 +139,27 @@ def test_two_first_commands_on_a_new_home_both_finish(tiny_model_dir, shared_dat
     assert rcs == [0, 0], (home / "err.log").read_text()[-3000:]
     parents, _ = split(runs(home))
     assert [r.info.status for r in parents] == ["FINISHED", "FINISHED"]
+
+
+def test_ctrl_c_with_workers_leaves_no_run_running(tiny_model_dir, shared_data_dir, tmp_path):
+    """Ctrl-C to a ``--workers 2`` sweep's process group (the Dask workers are in it): exit
+    130, the parent run KILLED, every child run that a worker had started ended FAILED."""
+    home = tmp_path / "home"
+    proc = start(home, tiny_model_dir, shared_data_dir, "--workers", "2")
+
+    def a_child_running():
+        return any(
+            r.info.status == "RUNNING" and "mlflow.parentRunId" in r.data.tags for r in runs(home)
+        )
+
+    wait_for(a_child_running, 600, "a worker's child run", proc)
+    t0 = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    rc = proc.wait(120)
+    print(f"SIGINT with 2 workers: exit {rc} after {time.monotonic() - t0:.2f} s")
+    assert rc == 130, (home / "err.log").read_text()[-3000:]
+    parents, children = split(runs(home))
+    assert [r.info.status for r in parents] == ["KILLED"]
+    assert children and {r.info.status for r in children} == {"FAILED"}, [
+        (r.info.status, r.data.tags.get("failure_reason")) for r in children
+    ]
