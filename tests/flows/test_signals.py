@@ -43,6 +43,9 @@ def start(home: Path, model: Path, data: Path, *extra: str, limit: str = "20") -
         stdout=err,
         stderr=err,
         start_new_session=True,  # a process group of its own, as a terminal's job
+        # a terminal's job gets SIGINT; a test run started in the background of a script
+        # inherits it ignored (POSIX), which the command would then inherit too
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 

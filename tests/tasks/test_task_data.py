@@ -51,7 +51,7 @@ def test_packaged_layout_loads_and_passes_the_gate(
     mappings: dict[str, TaskData], shared_data_dir: Path, task: str
 ) -> None:
     td = mappings[task]
-    assert td.origin == LAYOUT_ORIGIN and td.path.is_relative_to(shared_data_dir)
+    assert td.origin == LAYOUT_ORIGIN and td.path.is_relative_to(shared_data_dir.resolve())
     assert td.required  # every packaged entry declares its fields
     assert validate_task_data(td) == EXPECTED_ITEMS[task]
     assert len(read_jsonl(hub_schema_file(td))) == EXPECTED_ITEMS[task]
