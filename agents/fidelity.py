@@ -150,8 +150,11 @@ class MultiFidelity(Policy):
             p["reason"] = f"screen at rung 0 ({describe(fid[0])}): {p['reason']}"
             return p
         for r in range(top):
+            if any(int(q.get("rung") or 0) <= r for q in view.pending):
+                # a rung is judged once none of its evaluations is pending (``--batch``)
+                return None
             vr = rung_view(view, r)
-            higher = {h["key"] for h in view.history if rung_of(h) > r}
+            higher = {h["key"] for h in [*view.history, *view.pending] if rung_of(h) > r}
             survivors, eliminated = judge(vr, is_proxy(view.objectives, fid[r]))
             waiting = [s for s in survivors if s["key"] not in higher]
             if not waiting:

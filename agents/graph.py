@@ -1,14 +1,16 @@
 """The decision graph of ``optimize``: observe -> propose -> validate -> decide-stop.
 
-One invocation per iteration: the input is the last evaluated candidate (the
-observation); the output state holds the next proposal (the candidate's flow
-parameters) or the stop reason. The state - history, decisions, frontiers, spent
-budgets - lives in the checkpointer (SQLite for ``optimize``), keyed by thread id, so an
-interrupted search resumes where it stopped.
+One invocation per iteration: the input is the last batch of evaluated candidates (the
+observations, in proposal order); the output state holds the next batch of proposals (the
+candidates' flow parameters; ``settings.batch`` of them at most) or the stop reason. The
+state - history, decisions, frontiers, spent budgets, the batch and which of its members
+finished - lives in the checkpointer (SQLite for ``optimize``), keyed by thread id, so an
+interrupted search resumes where it stopped, with only the unfinished members of its batch.
 
     observe ──> propose ──> validate ──> decide_stop ──> END
-       │           ^            │ invalid llm answer: ask again with the error
-       │           └────────────┘
+       │           ^  ^         │            │ batch not full: propose the next member,
+       │           │  └─────────┘            │ with the members so far pending
+       │           └─────────────────────────┘
        └── a budget is already spent ──────> decide_stop
 """
 
@@ -33,14 +35,29 @@ class SearchState(TypedDict, total=False):
     decisions: Annotated[list[dict[str, Any]], operator.add]
     frontiers: Annotated[list[list[str]], operator.add]
     proposal: dict[str, Any] | None
+    observations: list[dict[str, Any]] | None  # input: the batch's results, in its order
+    batch: list[dict[str, Any]]  # the proposals of this iteration (the last is ``proposal``)
+    batch_open: bool  # decide_stop asks for another member
+    finished: dict[str, dict[str, Any]]  # evaluation index -> observation, of the batch
     feedback: str | None
     attempts: int
     stop_reason: str | None
     spent: dict[str, float]
 
 
-def view_of(settings: SearchSettings, history: list[dict[str, Any]]) -> SearchView:
-    return SearchView.from_settings(settings, history)
+def view_of(
+    settings: SearchSettings,
+    history: list[dict[str, Any]],
+    pending: list[dict[str, Any]] | None = None,
+) -> SearchView:
+    return SearchView.from_settings(settings, history, pending)
+
+
+def batch_of(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """The proposals awaiting evaluation (a checkpoint written before batches: its one)."""
+    if values.get("batch"):
+        return list(values["batch"])
+    return [values["proposal"]] if values.get("proposal") else []
 
 
 def state_summary(view: SearchView, spent: dict[str, float]) -> dict[str, Any]:
@@ -58,7 +75,7 @@ def state_summary(view: SearchView, spent: dict[str, float]) -> dict[str, Any]:
 def _stop_reason(s: SearchSettings, state: SearchState, view: SearchView) -> str | None:
     spent = state.get("spent") or {}
     n = int(spent.get("evaluations", 0))
-    if s.max_candidates is not None and n >= s.max_candidates:
+    if s.max_candidates is not None and n + len(state.get("batch") or []) >= s.max_candidates:
         return f"candidate budget spent: {n} of {s.max_candidates} evaluations"
     if s.max_minutes is not None and spent.get("seconds", 0.0) >= 60 * s.max_minutes:
         return (
@@ -104,33 +121,39 @@ def build_graph(checkpointer: Any = None, chat_model: Any = None):
         return SearchSettings.model_validate(state["settings"])
 
     def observe(state: SearchState) -> dict[str, Any]:
-        obs = state.get("observation")
+        observations = list(state.get("observations") or [])
+        if state.get("observation"):  # one observation (a caller or checkpoint before batches)
+            observations.append(state["observation"])
         out: dict[str, Any] = {
             "observation": None,
+            "observations": None,
             "proposal": None,
+            "batch": [],
+            "batch_open": False,
+            "finished": {},
             "feedback": None,
             "attempts": 0,
         }
-        if not obs:
-            out["spent"] = state.get("spent") or {"evaluations": 0, "seconds": 0.0, "co2_kg": 0.0}
+        spent = dict(state.get("spent") or {"evaluations": 0, "seconds": 0.0, "co2_kg": 0.0})
+        if not observations:
+            out["spent"] = spent
             return out
-        spent = dict(state.get("spent") or {})
-        spent["evaluations"] = spent.get("evaluations", 0) + 1
-        spent["seconds"] = spent.get("seconds", 0.0) + float(obs.get("wall_s") or 0.0)
         s = settings_of(state)
-        co2 = obs.get("emitted_co2_kg" if s.carbon_accounting == "emitted" else "co2_kg")
-        spent["co2_kg"] = spent.get("co2_kg", 0.0) + float(co2 or 0.0)
-        view = view_of(s, [*state.get("history", []), obs])
-        out.update(
-            history=[obs],
-            spent=spent,
-            frontiers=[sorted(r["key"] for r in view.frontier())],
-        )
+        history = list(state.get("history", []))
+        frontiers = []
+        for obs in observations:  # one frontier per evaluation: patience counts evaluations
+            spent["evaluations"] = spent.get("evaluations", 0) + 1
+            spent["seconds"] = spent.get("seconds", 0.0) + float(obs.get("wall_s") or 0.0)
+            co2 = obs.get("emitted_co2_kg" if s.carbon_accounting == "emitted" else "co2_kg")
+            spent["co2_kg"] = spent.get("co2_kg", 0.0) + float(co2 or 0.0)
+            history.append(obs)
+            frontiers.append(sorted(r["key"] for r in view_of(s, history).frontier()))
+        out.update(history=observations, spent=spent, frontiers=frontiers)
         return out
 
     def propose(state: SearchState) -> dict[str, Any]:
         s = settings_of(state)
-        view = view_of(s, state.get("history", []))
+        view = view_of(s, state.get("history", []), state.get("batch"))
         ref = view.space.reference()
         if ref.canonical() not in view.tried():
             p = proposal(
@@ -178,7 +201,7 @@ def build_graph(checkpointer: Any = None, chat_model: Any = None):
         if p is None:
             return {}
         s = settings_of(state)
-        view = view_of(s, state.get("history", []))
+        view = view_of(s, state.get("history", []), state.get("batch"))
         space = view.space
         problem = None
         try:
@@ -188,6 +211,8 @@ def build_graph(checkpointer: Any = None, chat_model: Any = None):
         else:
             if c not in space:
                 problem = f"{c.label} is outside the search space"
+            elif p["key"] in view.pending_keys():
+                problem = f"{c.label} is already proposed in this batch"
             else:
                 done = view.latest().get(p["key"])
                 if done is not None:
@@ -201,14 +226,14 @@ def build_graph(checkpointer: Any = None, chat_model: Any = None):
             return {}
         if p.get("policy") == "llm":
             return _rejected(problem, state.get("attempts", 0))
+        rejected = [{"event": "rejected", "policy": p.get("policy"), "reason": problem}]
+        if p["key"] in view.pending_keys():  # a built-in policy's bug: close the batch here
+            return {"proposal": None, "decisions": rejected}
         # a built-in policy proposing an invalid candidate is a bug: record it, use the agent
         alt = (MultiFidelity(AgentPolicy()) if s.fidelities else AgentPolicy()).propose(view)
         if alt is not None:
             alt["reason"] = f"fallback to agent ({p.get('policy')}: {problem}): {alt['reason']}"
-        return {
-            "proposal": alt,
-            "decisions": [{"event": "rejected", "policy": p.get("policy"), "reason": problem}],
-        }
+        return {"proposal": alt, "decisions": rejected}
 
     def after_observe(state: SearchState) -> str:
         # a spent budget needs no proposal (an llm proposal costs a model call)
@@ -226,8 +251,13 @@ def build_graph(checkpointer: Any = None, chat_model: Any = None):
         s = settings_of(state)
         view = view_of(s, state.get("history", []))
         spent = state.get("spent") or {}
+        batch = list(state.get("batch") or [])
         reason = _stop_reason(s, state, view)
-        p = state.get("proposal")
+        p = state.get("proposal") if reason is None else None
+        if batch and p is None:
+            # the batch is closed: a budget is reached with its members counted, or the
+            # policy has nothing more to propose before they are evaluated
+            return {"proposal": batch[-1], "batch_open": False}
         if reason is None and p is None:
             reason = "no proposal can improve the frontier: " + (
                 "screening is done and every candidate that survived the races reached the top rung"
@@ -241,6 +271,7 @@ def build_graph(checkpointer: Any = None, chat_model: Any = None):
             return {
                 "stop_reason": reason,
                 "proposal": None,
+                "batch_open": False,
                 "decisions": [{"event": "stop", "reason": reason, "state_seen": seen}],
             }
         assert p is not None
@@ -256,15 +287,23 @@ def build_graph(checkpointer: Any = None, chat_model: Any = None):
             for e in p.pop("eliminated", [])
             if (e["key"], e["rung"]) not in done
         ]
-        out.append(
-            {
-                "event": "propose",
-                "index": int(spent.get("evaluations", 0)),
-                **p,
-                "state_seen": seen,
-            }
-        )
-        return {"decisions": out, "proposal": p}
+        index = int(spent.get("evaluations", 0)) + len(batch)
+        batched = {"batch_start": int(spent.get("evaluations", 0))} if s.batch > 1 else {}
+        if batch:
+            seen["pending"] = [q["label"] for q in batch]
+        out.append({"event": "propose", "index": index, **p, **batched, "state_seen": seen})
+        batch.append(p)
+        return {
+            "decisions": out,
+            "proposal": p,
+            "batch": batch,
+            "batch_open": len(batch) < s.batch,
+            "feedback": None,
+            "attempts": 0,
+        }
+
+    def after_decide(state: SearchState) -> str:
+        return "propose" if state.get("batch_open") and not state.get("stop_reason") else END
 
     g = StateGraph(SearchState)
     g.add_node("observe", observe)
@@ -275,7 +314,7 @@ def build_graph(checkpointer: Any = None, chat_model: Any = None):
     g.add_conditional_edges("observe", after_observe, ["propose", "decide_stop"])
     g.add_edge("propose", "validate")
     g.add_conditional_edges("validate", after_validate, ["propose", "decide_stop"])
-    g.add_edge("decide_stop", END)
+    g.add_conditional_edges("decide_stop", after_decide, ["propose", END])
     return g.compile(checkpointer=checkpointer)
 
 
@@ -329,24 +368,53 @@ def run_search(
     settings: SearchSettings,
     evaluate,
     run: dict[str, Any] | None = None,
+    evaluate_batch=None,
 ) -> dict[str, Any]:
-    """Drive the graph until it stops; ``evaluate(proposal, index)`` returns the observation.
+    """Drive the graph until it stops; returns its final state.
+
+    ``evaluate(proposal, index)`` returns one observation. ``evaluate_batch(items, done)``,
+    when given, evaluates a batch's ``(index, proposal)`` items (in parallel, say) and calls
+    ``done(index, observation)`` as each finishes; without it the items are evaluated one
+    after another with ``evaluate``. Each finished member is checkpointed at once, so a
+    resume evaluates only the members that had not finished.
 
     Resumes the thread if its checkpoint exists (finishing an interrupted step first, then
-    evaluating the pending proposal), else starts it with ``settings`` (and ``run``, the
+    evaluating the pending batch), else starts it with ``settings`` (and ``run``, the
     evaluation settings a resume is checked against).
 
     Raises:
         UserError: the thread exists with other settings.
     """
-    config = {"configurable": {"thread_id": thread_id}, "recursion_limit": 50}
+    # a batch member takes a few graph steps (more when an llm answer is asked again)
+    config = {
+        "configurable": {"thread_id": thread_id},
+        "recursion_limit": 50 + 8 * settings.batch * settings.max_llm_attempts,
+    }
     if not thread_exists(graph, thread_id, settings, run):
         graph.invoke({"settings": settings.model_dump(mode="json"), "run": run}, config)
     elif graph.get_state(config).next:  # an invocation was interrupted between nodes
         graph.invoke(None, config)
+
+    def one_by_one(items, done) -> None:
+        for index, prop in items:
+            done(index, evaluate(prop, index))
+
     while True:
         values = graph.get_state(config).values
         if values.get("stop_reason"):
             return values
-        obs = evaluate(values["proposal"], len(values.get("history", [])))
-        graph.invoke({"observation": obs}, config)
+        batch = batch_of(values)
+        start = len(values.get("history", []))
+        finished: dict[str, dict[str, Any]] = dict(values.get("finished") or {})
+
+        def done(index: int, obs: dict[str, Any], finished=finished) -> None:
+            finished[str(index)] = obs
+            # written as decide_stop's: its edge leads to END, the batch stays pending
+            graph.update_state(config, {"finished": dict(finished)}, as_node="decide_stop")
+
+        todo = [(start + i, p) for i, p in enumerate(batch) if str(start + i) not in finished]
+        if todo:
+            (evaluate_batch or one_by_one)(todo, done)
+        graph.invoke(
+            {"observations": [finished[str(start + i)] for i in range(len(batch))]}, config
+        )

@@ -99,7 +99,11 @@ class AgentPolicy(Policy):
 
         # 1. close calls
         for r in sorted(ok, key=lambda r: space.index(space.parse(r["key"]))):
-            if view.verdict(r) == "close" and view.can_reevaluate(r):
+            if (
+                view.verdict(r) == "close"
+                and view.can_reevaluate(r)
+                and r["key"] not in view.pending_keys()
+            ):
                 ref = view.reference_row()
                 assert ref is not None
                 return proposal(

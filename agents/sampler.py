@@ -18,6 +18,10 @@ class OptunaPolicy(Policy):
     history and seed), then asked for a trial. A trial that maps to an evaluated candidate
     is told that candidate's values and asked again; after 100 such asks, the first untried
     candidate of a seeded permutation is taken (and the reason says so).
+
+    Filling a batch (``--batch``), the proposals not evaluated yet are running trials: TPE
+    takes them with its constant-liar strategy (each counted at the worst value seen), so
+    the next ask moves away from them; NSGA-II is asked again past them.
     """
 
     name = "optuna"
@@ -34,7 +38,9 @@ class OptunaPolicy(Policy):
         n = len(view.space)
         if self.sampler == "tpe":
             sampler = optuna.samplers.TPESampler(
-                seed=view.seed, n_startup_trials=min(10, max(3, n // 4))
+                seed=view.seed,
+                n_startup_trials=min(10, max(3, n // 4)),
+                constant_liar=bool(view.pending),
             )
         else:
             sampler = optuna.samplers.NSGAIISampler(seed=view.seed, population_size=max(4, n // 4))
@@ -96,7 +102,7 @@ class OptunaPolicy(Policy):
 
         space = view.space
         latest = view.latest()
-        untried = [c for c in space.candidates if c.canonical() not in latest]
+        untried = [c for c in space.candidates if c.canonical() not in view.tried()]
         if not untried:
             return None
         study = self._study(view)
@@ -119,6 +125,15 @@ class OptunaPolicy(Policy):
                     state=TrialState.COMPLETE if vals is not None else TrialState.FAIL,
                 )
             )
+        for p in view.pending:  # proposed in this batch, not evaluated yet
+            study.add_trial(
+                create_trial(
+                    params=self._params(space, space.parse(p["key"]), dists),
+                    distributions=dists,
+                    state=TrialState.RUNNING,
+                )
+            )
+        pending = view.pending_keys()
         for _ in range(100):
             trial = study.ask(dists)
             c = self._to_candidate(space, trial.params)
@@ -126,6 +141,9 @@ class OptunaPolicy(Policy):
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 continue
             k = c.canonical()
+            if k in pending:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                continue
             if k not in latest:
                 return proposal(
                     c,

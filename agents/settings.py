@@ -26,6 +26,7 @@ class SearchSettings(Spec):
     memory_limit_gb: float | None = None
     latency_limit_ms: float | None = None
     max_candidates: int | None = Field(None, ge=1)
+    batch: int = Field(1, ge=1)  # proposals per iteration (one per busy worker)
     max_minutes: float | None = Field(None, gt=0)
     carbon_budget_kg: float | None = Field(None, gt=0)
     # "emitted": CO2 this search emitted (cache hits cost nothing); "attributed": every

@@ -69,9 +69,16 @@ class SearchView:
     z: float = _S["z"].default  # standard errors that make a difference "beyond noise"
     # multi-fidelity ladder (agents/fidelity.py); None: every evaluation at one fidelity
     fidelities: list[dict[str, Any]] | None = _S["fidelities"].default
+    # proposals of the batch being filled (``--batch``): chosen, not evaluated yet
+    pending: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
-    def from_settings(cls, settings: SearchSettings, history: list[dict[str, Any]]) -> SearchView:
+    def from_settings(
+        cls,
+        settings: SearchSettings,
+        history: list[dict[str, Any]],
+        pending: list[dict[str, Any]] | None = None,
+    ) -> SearchView:
         from ecocompress.metrics.types import parse_objectives
 
         return cls(
@@ -89,6 +96,7 @@ class SearchView:
             max_limit=settings.max_limit,
             z=settings.z,
             fidelities=settings.fidelities,
+            pending=list(pending or []),
         )
 
     def latest(self) -> dict[str, dict[str, Any]]:
@@ -101,7 +109,11 @@ class SearchView:
         return out
 
     def tried(self) -> set[str]:
-        return {r["key"] for r in self.history}
+        """Candidates evaluated, or proposed in the batch being filled."""
+        return {r["key"] for r in self.history} | self.pending_keys()
+
+    def pending_keys(self) -> set[str]:
+        return {p["key"] for p in self.pending}
 
     def ok_rows(self) -> list[dict[str, Any]]:
         """Ok rows at their highest fidelity; with a ladder, only those at the top rung."""
