@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,9 @@ from ecocompress.agents.llm import llm_counts
 from ecocompress.agents.settings import SearchSettings
 from ecocompress.flows.candidate import INTERRUPTS, evaluate_candidate
 from ecocompress.flows.events import OWN_VERSION_TAG
+from ecocompress.flows.parallel import CandidateOutcome, CandidatePool, Job, report
 from ecocompress.flows.params import RunParams
+from ecocompress.flows.scale import ScaleParams, results_env
 from ecocompress.flows.sweep import _objectives, finish, open_context
 from ecocompress.metrics.recommend import PROFILES, Constraints
 from ecocompress.metrics.types import Status
@@ -84,12 +87,30 @@ def optimize_flow(
     register_model: bool = True,
     llm: str | None = None,
     quiet: bool = False,
+    scale: ScaleParams | None = None,
 ) -> dict[str, Any]:
     """Search the space with ``settings.policy`` until a stop condition holds.
+
+    ``scale``: where each batch of ``settings.batch`` proposals runs (flows/scale.py); by
+    default one after another here.
 
     Returns the sweep summary (rows of every candidate, frontier, hypervolume) plus the
     stop reason, the decisions, the recommendation and the registered model version.
     """
+    with results_env(scale):
+        return _optimize(params, settings, thread_id, profile, register_model, llm, quiet, scale)
+
+
+def _optimize(
+    params: RunParams,
+    settings: SearchSettings,
+    thread_id: str | None,
+    profile: str | None,
+    register_model: bool,
+    llm: str | None,
+    quiet: bool,
+    scale: ScaleParams | None,
+) -> dict[str, Any]:
     from prefect.runtime import flow_run
 
     from ecocompress.metrics import tracking
@@ -120,16 +141,15 @@ def optimize_flow(
     if resumed:
         ctx.progress.note(f"resuming thread {thread_id}")
 
-    def evaluate(prop: dict[str, Any], index: int) -> dict[str, Any]:
+    def job(prop: dict[str, Any], index: int) -> Job:
+        """The proposal as ``evaluate_candidate``'s arguments: its items, rung and tags, and
+        the child run to continue when an interrupted search evaluated it before."""
         cand = CandidateSpec.model_validate_json(prop["key"])
         values = graph.get_state({"configurable": {"thread_id": thread_id}}).values
+        proposed = [d for d in values.get("decisions", []) if d.get("event") == "propose"]
         seen = next(
-            (
-                d.get("state_seen")
-                for d in reversed(values.get("decisions", []))
-                if d.get("event") == "propose"
-            ),
-            None,
+            (d.get("state_seen") for d in reversed(proposed) if d.get("index") == index),
+            proposed[-1].get("state_seen") if proposed else None,
         )
         tags = {
             "optimize_thread_id": thread_id,
@@ -148,33 +168,69 @@ def optimize_flow(
             )
             if r.data.tags.get("mlflow.parentRunId") == ctx.parent_run_id
         ]
+        options = {
+            "limit": prop["limit"],
+            "run_id": prior[0].info.run_id if prior else None,
+            "tags": tags,
+            "benchmarks": prop.get("benchmarks"),
+            "ppl_tokens": prop.get("ppl_tokens"),
+        }
+        return Job(cand, options, limit=prop["limit"])
+
+    def label(prop: dict[str, Any]) -> str:
         rung = f" rung {prop['rung']}" if "rung" in prop else ""
-        ctx.progress.start_candidate(f"{cand.label}  [{prop['policy']}: {prop['kind']}{rung}]")
-        e0, t0 = ctx.energy_spent_kwh, time.perf_counter()
-        row = evaluate_candidate(
-            ctx,
-            cand,
-            limit=prop["limit"],
-            run_id=prior[0].info.run_id if prior else None,
-            tags=tags,
-            benchmarks=prop.get("benchmarks"),
-            ppl_tokens=prop.get("ppl_tokens"),
-        )
+        return f"{prop['label']}  [{prop['policy']}: {prop['kind']}{rung}]"
+
+    def observation(
+        prop: dict[str, Any], index: int, row: dict[str, Any], wall_s: float, energy_kwh: float
+    ) -> dict[str, Any]:
         if "rung" in prop:
             row.update(rung=prop["rung"], benchmarks=prop["benchmarks"])
         row.update(
             key=prop["key"],
             limit=prop["limit"],
-            wall_s=time.perf_counter() - t0,
-            emitted_co2_kg=co2_kg(ctx.energy_spent_kwh - e0, ctx.intensity_g_per_kwh) or 0.0,
+            wall_s=wall_s,
+            emitted_co2_kg=co2_kg(energy_kwh, ctx.intensity_g_per_kwh) or 0.0,
             policy=prop["policy"],
             evaluation_index=index,
         )
         # the observation is stored in the LangGraph checkpoint: JSON types only
         return json.loads(json.dumps(row, default=str))
 
+    def evaluate(prop: dict[str, Any], index: int) -> dict[str, Any]:
+        j = job(prop, index)
+        ctx.progress.start_candidate(label(prop))
+        e0, t0 = ctx.energy_spent_kwh, time.perf_counter()
+        row = evaluate_candidate(ctx, j.cand, **j.options)
+        return observation(prop, index, row, time.perf_counter() - t0, ctx.energy_spent_kwh - e0)
+
+    pool: CandidatePool | None = None
+
+    def evaluate_batch(items: list[tuple[int, dict[str, Any]]], done) -> None:
+        """The batch on the pool's workers; each member checkpointed as it finishes."""
+        assert pool is not None
+        ctx.progress.note(f"evaluating {len(items)} proposals on {pool.where} ...")
+
+        def on_result(i: int, out: CandidateOutcome) -> None:
+            index, prop = items[i]
+            ctx.progress.start_candidate(label(prop))
+            report(ctx.progress, prop["label"], out.row)
+            done(index, observation(prop, index, out.row, out.wall_s, out.energy_spent_kwh))
+
+        pool.run([job(prop, index) for index, prop in items], on_result)
+
     try:
-        values = run_search(graph, thread_id, settings, evaluate, run)
+        if scale is not None and scale.parallel:
+            pool = CandidatePool(ctx, scale)  # checks the memory a worker needs
+        with pool or nullcontext():
+            values = run_search(
+                graph,
+                thread_id,
+                settings,
+                evaluate,
+                run,
+                evaluate_batch=evaluate_batch if pool is not None else None,
+            )
         # one row per candidate, its highest-fidelity evaluation, in first-seen order
         rows = list(view_of(settings, values.get("history", [])).latest().values())
         if settings.fidelities:

@@ -13,8 +13,10 @@ command's parent run.
 from __future__ import annotations
 
 import os
-from contextlib import nullcontext
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import task
@@ -60,6 +62,7 @@ class CandidateOutcome:
     step_seconds: dict[str, float]
     energy_spent_kwh: float
     worker: str
+    wall_s: float  # the candidate's evaluation in the worker
 
 
 def _prepare_worker(setup: WorkerSetup) -> str:
@@ -95,17 +98,26 @@ def _prepare_worker(setup: WorkerSetup) -> str:
     persist_result=False,
     cache_policy=NO_CACHE,
 )
-def candidate_task(shared: dict[str, Any], cand: CandidateSpec, setup: WorkerSetup):
-    """Evaluate one candidate in a worker; returns its ``CandidateOutcome``."""
+def candidate_task(
+    shared: dict[str, Any],
+    cand: CandidateSpec,
+    setup: WorkerSetup,
+    options: dict[str, Any] | None = None,
+):
+    """Evaluate one candidate in a worker (``options``: ``evaluate_candidate``'s keyword
+    arguments, e.g. an optimize proposal's limit, tags and run id); returns its
+    ``CandidateOutcome``."""
     worker = _prepare_worker(setup)
     ctx = RunContext(**shared, progress=Progress(total=None, quiet=True))
-    row = evaluate_candidate(ctx, cand)
+    t0 = time.perf_counter()
+    row = evaluate_candidate(ctx, cand, **(options or {}))
     return CandidateOutcome(
         row=row,
         executed_steps=list(ctx.executed_steps),
         step_seconds=dict(ctx.step_seconds),
         energy_spent_kwh=ctx.energy_spent_kwh,
         worker=worker,
+        wall_s=time.perf_counter() - t0,
     )
 
 
@@ -132,77 +144,141 @@ def _worker_memory_limits(scale: ScaleParams, runner: Any) -> list[int] | None:
     return [int(w.get("memory_limit") or 0) for w in workers.values()]
 
 
+@dataclass
+class Job:
+    """One candidate for the pool, with ``evaluate_candidate``'s keyword arguments."""
+
+    cand: CandidateSpec
+    options: dict[str, Any] = field(default_factory=dict)
+    limit: int | None = None  # its items per benchmark (for the row of a dead worker)
+
+
+class CandidatePool:
+    """Candidates on ``scale``'s task runner, the runner started once for every ``run``
+    (an optimize search submits one batch per iteration). Use as a context manager."""
+
+    def __init__(self, ctx: RunContext, scale: ScaleParams) -> None:
+        from ecocompress.flows.scale import check_memory, memory_per_worker
+
+        self.ctx, self.scale = ctx, scale
+        self.per_worker = memory_per_worker(ctx.reference.path, ctx.params.batch_size)
+        if scale.workers is not None:
+            check_memory(scale, self.per_worker, None)
+        self.shared = {k: v for k, v in asdict_shallow(ctx).items() if k in SHARED_FIELDS}
+        self.setup = WorkerSetup(
+            threads=scale.threads_per_worker(),
+            results=os.environ.get(RESULTS_ENV),
+            gpus=gpu_count() if scale.workers is not None else 0,
+        )
+        self._stack = ExitStack()
+        self.runner: Any = None
+
+    @property
+    def where(self) -> str:
+        return (
+            f"{self.scale.workers} local workers" if self.scale.workers else str(self.scale.cluster)
+        )
+
+    def __enter__(self) -> CandidatePool:
+        from ecocompress.flows.scale import check_memory, task_runner
+        from ecocompress.metrics import tracking
+
+        # child runs of workers that died mid-candidate, or with the cluster on an
+        # interrupt: FAILED ("process died"), never RUNNING (runs last, after the runner)
+        self._stack.callback(tracking.close_dead_runs)
+        try:
+            self.runner = self._stack.enter_context(task_runner(self.scale))
+            if self.scale.cluster is not None:
+                check_memory(
+                    self.scale, self.per_worker, _worker_memory_limits(self.scale, self.runner)
+                )
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stack.close()
+
+    def run(
+        self,
+        jobs: list[Job],
+        on_result: Callable[[int, CandidateOutcome], None],
+    ) -> None:
+        """Submit ``jobs``; ``on_result(i, outcome)`` for each as it finishes, in the flow's
+        process. A job whose worker died (twice: it is rescheduled once) gets a FAILED row;
+        a programmer's error or bad input raised in a worker propagates as it would in the
+        sequential path."""
+        from prefect.futures import as_completed
+
+        futures = {}
+        with _gpu_annotation(self.scale, self.runner, self.setup):
+            for i, job in enumerate(jobs):
+                fut = self.runner.submit(
+                    candidate_task,
+                    parameters={
+                        "shared": self.shared,
+                        "cand": job.cand,
+                        "setup": self.setup,
+                        "options": job.options,
+                    },
+                )
+                futures[fut] = i
+        for fut in as_completed(list(futures)):
+            i = futures[fut]
+            cand = jobs[i].cand
+            try:
+                out = fut.result()
+            except (UserError, *_raise_types()):
+                raise
+            except Exception as exc:  # the worker died with it (twice), or the engine failed
+                reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+                _crashed(fut.task_run_id, reason)
+                out = CandidateOutcome(
+                    row={
+                        "candidate": cand.label,
+                        **cand.flat(),
+                        "limit": jobs[i].limit,
+                        "status": Status.FAILED.value,
+                        "failure_reason": reason,
+                    },
+                    executed_steps=[],
+                    step_seconds={},
+                    energy_spent_kwh=0.0,
+                    worker="",
+                    wall_s=0.0,
+                )
+            else:
+                self.ctx.executed_steps.extend(out.executed_steps)
+                self.ctx.step_seconds.update(out.step_seconds)
+                self.ctx.energy_spent_kwh += out.energy_spent_kwh
+                out.row["worker"] = out.worker
+            on_result(i, out)
+
+
+def report(progress: Progress, label: str, row: dict[str, Any]) -> None:
+    """One finished candidate on the progress display."""
+    if row["status"] == Status.OK.value:
+        progress.done(label, bool(row.get("cache_hit")))
+    else:
+        progress.failed(label, str(row.get("failure_reason")))
+
+
 def evaluate_parallel(
     ctx: RunContext, candidates: list[CandidateSpec], scale: ScaleParams
 ) -> list[dict[str, Any]]:
-    """Evaluate ``candidates`` on ``scale``'s task runner; rows in the candidates' order.
-
-    A candidate whose worker died (twice: it is rescheduled once) is a FAILED row; a
-    programmer's error or bad input raised in a worker propagates as it would in the
-    sequential path.
-    """
-    from prefect.futures import as_completed
-
-    from ecocompress.flows.scale import check_memory, memory_per_worker, task_runner
-    from ecocompress.metrics import tracking
-
-    per_worker = memory_per_worker(ctx.reference.path, ctx.params.batch_size)
-    if scale.workers is not None:
-        check_memory(scale, per_worker, None)
-    shared = {k: v for k, v in asdict_shallow(ctx).items() if k in SHARED_FIELDS}
-    setup = WorkerSetup(
-        threads=scale.threads_per_worker(),
-        results=os.environ.get(RESULTS_ENV),
-        gpus=gpu_count() if scale.workers is not None else 0,
-    )
-    progress = ctx.progress
-    where = f"{scale.workers} local workers" if scale.workers else scale.cluster
-    progress.note(f"evaluating {len(candidates)} candidates on {where} ...")
+    """Evaluate ``candidates`` on ``scale``'s task runner; rows in the candidates' order
+    (a candidate whose worker died is a FAILED row: ``CandidatePool.run``)."""
     rows: list[dict[str, Any] | None] = [None] * len(candidates)
-    try:
-        with task_runner(scale) as runner:
-            if scale.cluster is not None:
-                check_memory(scale, per_worker, _worker_memory_limits(scale, runner))
-            futures = {}
-            with _gpu_annotation(scale, runner, setup):
-                for i, cand in enumerate(candidates):
-                    fut = runner.submit(
-                        candidate_task, parameters={"shared": shared, "cand": cand, "setup": setup}
-                    )
-                    futures[fut] = i
-            for fut in as_completed(list(futures)):
-                i = futures[fut]
-                cand = candidates[i]
-                progress.start_candidate(cand.label)
-                try:
-                    out = fut.result()
-                except (UserError, *_raise_types()):
-                    raise
-                except Exception as exc:  # the worker died with it (twice), or the engine failed
-                    reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-                    rows[i] = {
-                        "candidate": cand.label,
-                        **cand.flat(),
-                        "limit": ctx.params.limit,
-                        "status": Status.FAILED.value,
-                        "failure_reason": reason,
-                    }
-                    progress.failed(cand.label, reason)
-                    _crashed(fut.task_run_id, reason)
-                    continue
-                ctx.executed_steps.extend(out.executed_steps)
-                ctx.step_seconds.update(out.step_seconds)
-                ctx.energy_spent_kwh += out.energy_spent_kwh
-                out.row["worker"] = out.worker
-                rows[i] = out.row
-                if out.row["status"] == Status.OK.value:
-                    progress.done(cand.label, bool(out.row.get("cache_hit")))
-                else:
-                    progress.failed(cand.label, str(out.row.get("failure_reason")))
-    finally:
-        # child runs of workers that died mid-candidate, or with the cluster on an interrupt:
-        # FAILED ("process died"), never RUNNING
-        tracking.close_dead_runs()
+
+    def on_result(i: int, out: CandidateOutcome) -> None:
+        ctx.progress.start_candidate(candidates[i].label)
+        rows[i] = out.row
+        report(ctx.progress, candidates[i].label, out.row)
+
+    with CandidatePool(ctx, scale) as pool:
+        ctx.progress.note(f"evaluating {len(candidates)} candidates on {pool.where} ...")
+        pool.run([Job(c, limit=ctx.params.limit) for c in candidates], on_result)
     return [r for r in rows if r is not None]
 
 

@@ -120,12 +120,17 @@ def resolve(command: str, values: Mapping[str, Any]) -> Resolved:
     settings = search_settings(run, space, search) if search is not None else None
     study = StudyParams.model_validate(parts[StudyParams]) if command == "study" else None
     scale = ScaleParams.model_validate(parts[ScaleParams]) if ScaleParams in parts else None
-    if command == "optimize" and scale is not None and scale.model_dump(exclude_defaults=True):
-        # its policy proposes one candidate at a time: a second worker would stay idle
-        given = ", ".join(f"--{k}" for k in scale.model_dump(exclude_defaults=True))
+    if (
+        search is not None
+        and scale is not None
+        and scale.workers is not None
+        and scale.workers > search.batch
+    ):
+        # each iteration evaluates one batch: workers beyond its size would stay idle
         raise UserError(
-            f"optimize evaluates one proposal at a time: {given} apply to sweep (and a "
-            "deployment's scheduled sweep), not to optimize yet"
+            f"--workers {scale.workers} with --batch {search.batch}: optimize evaluates "
+            f"{search.batch} proposal(s) per iteration, so {scale.workers - search.batch} "
+            f"worker(s) would stay idle; pass --batch {scale.workers} (or more)"
         )
     return Resolved(command, run, candidates, search, settings, study, scale)
 
@@ -205,6 +210,7 @@ def search_settings(run: RunParams, space: SpaceParams, search: SearchParams):
             "memory_limit_gb": mem,
             "latency_limit_ms": lat,
             "max_candidates": max_candidates,
+            "batch": search.batch,
             "max_minutes": search.max_minutes,
             "carbon_budget_kg": search.carbon_budget,
             "patience": search.patience,
@@ -223,11 +229,14 @@ def flow_parameters(r: Resolved) -> dict[str, Any]:
     stores."""
     if r.command == "evaluate":
         return {"params": r.run, "candidates": r.candidates, "command": r.command}
+    # where candidates run changes no number: stored only when given
+    scale = (
+        {"scale": r.scale}
+        if r.scale is not None and r.scale.model_dump(exclude_defaults=True)
+        else {}
+    )
     if r.command == "sweep":
-        out: dict[str, Any] = {"params": r.run, "candidates": r.candidates, "command": "sweep"}
-        if r.scale is not None and r.scale.model_dump(exclude_defaults=True):
-            out["scale"] = r.scale
-        return out
+        return {"params": r.run, "candidates": r.candidates, "command": "sweep", **scale}
     assert r.search is not None and r.settings is not None
     if r.command == "optimize":
         return {
@@ -236,6 +245,7 @@ def flow_parameters(r: Resolved) -> dict[str, Any]:
             "profile": r.search.profile,
             "register_model": r.search.register_model,
             "llm": r.search.llm,
+            **scale,
         }
     assert r.study is not None
     return {

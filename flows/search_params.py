@@ -42,6 +42,12 @@ class SearchParams(Spec):
         description="screen on perplexity (1/8 of --ppl-tokens), race the survivors on a third "
         "of --limit, then evaluate what is left in full (policies agent, optuna, random, grid)",
     )
+    batch: int = Field(
+        _SEARCH["batch"].default,
+        ge=1,
+        description="proposals per iteration, evaluated together on --workers/--cluster "
+        "(agent: its K best pushes; optuna: constant liar; grid, random: the next K)",
+    )
     max_minutes: float | None = Field(None, gt=0, description="evaluation time budget")
     carbon_budget: float | None = Field(None, gt=0, description="kg CO2eq the search may emit")
     accuracy_drop: float = Field(

@@ -177,6 +177,38 @@ def test_killed_optimize_resumes_without_rerunning_or_duplicating(
     ]
 
 
+def test_batch_on_two_workers_proposes_and_scores_as_the_sequential_batch(
+    tiny_model_dir, shared_data_dir, tmp_path, prefect_api
+):
+    """``--batch 2 --workers 2`` against ``--batch 2`` evaluated one after another: the same
+    proposals at the same evaluation indexes with the same scores, every child run
+    FINISHED under its parent, decisions grouped by batch."""
+    base = argv(tiny_model_dir, shared_data_dir, "--policy", "grid", "--max-candidates", "4")
+    base += ["--batch", "2"]
+    out = {}
+    for name, extra in (("seq", []), ("par", ["--workers", "2"])):
+        home = tmp_path / name
+        r = cli(home, prefect_api, [*base, "--thread-id", name, *extra])
+        assert r.returncode == 0, r.stderr[-2000:]
+        kids = [x for x in runs(home, name) if "mlflow.parentRunId" in x.data.tags]
+        assert {x.info.status for x in runs(home, name)} == {"FINISHED"}
+        out[name] = {
+            k.data.tags["evaluation_index"]: (
+                k.data.tags["candidate"],
+                k.data.metrics["acc/commonsenseqa"],
+                k.data.metrics["acc_stderr/commonsenseqa"],
+            )
+            for k in kids
+        }
+        parent = next(x for x in runs(home, name) if "mlflow.parentRunId" not in x.data.tags)
+        d = artifact(home, parent.info.run_id, "decisions.json")
+        props = [x for x in d["decisions"] if x["event"] == "propose"]
+        assert [x["batch_start"] for x in props] == [0, 0, 2, 2]
+        assert len({x["key"] for x in props}) == 4
+    assert sorted(out["seq"]) == ["0", "1", "2", "3"]
+    assert out["par"] == out["seq"]
+
+
 def test_multi_fidelity_optimize_screens_races_and_records_why(
     tiny_model_dir, shared_data_dir, tmp_path, prefect_api
 ):

@@ -261,11 +261,22 @@ def test_two_workers_give_the_sequential_table_through_a_killed_worker(
             assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
 
 
-def test_optimize_refuses_scale_settings_it_cannot_use_yet():
-    from ecocompress.flows.resolve import resolve
+def test_optimize_refuses_workers_its_batch_would_leave_idle(tiny_model_dir, shared_data_dir):
+    from ecocompress.flows.cli import parse_settings
+    from ecocompress.flows.resolve import flow_parameters, resolve
 
-    with pytest.raises(UserError, match="--workers apply to sweep"):
-        resolve("optimize", {"workers": 2})
+    argv = ["--model", str(tiny_model_dir), "--data-dir", str(shared_data_dir)]
+    with pytest.raises(UserError, match=r"--workers 2 with --batch 1: .* pass --batch 2"):
+        resolve("optimize", parse_settings("optimize", [*argv, "--workers", "2"]))
+    r = resolve("optimize", parse_settings("optimize", [*argv, "--workers", "2", "--batch", "3"]))
+    assert r.settings is not None and r.settings.batch == 3
+    assert flow_parameters(r)["scale"] == ScaleParams(workers=2)
+    # a remote cluster's size is not known here: any batch goes
+    r = resolve(
+        "optimize", parse_settings("optimize", [*argv, "--cluster", "tcp://127.0.0.1:8786"])
+    )
+    assert r.settings is not None and r.settings.batch == 1
+    assert "scale" not in flow_parameters(resolve("optimize", parse_settings("optimize", argv)))
 
 
 def test_a_scheduled_sweep_carries_its_workers(tiny_model_dir, shared_data_dir):
