@@ -168,6 +168,9 @@ class LLMPolicy(Policy):
             f"Frontier: {json.dumps([r['candidate'] for r in view.frontier()])}\n"
             f"Some candidates not evaluated yet: {json.dumps(untried[:UNTRIED_SHOWN])}"
         )
+        if view.pending:
+            being = [fields_of(space.parse(p["key"])) for p in view.pending]
+            user += f"\nAlready chosen for this round (do not choose again): {json.dumps(being)}"
         if feedback:
             user += f"\nYour previous answer was rejected: {feedback}"
         return [("system", sys_msg), ("human", user)]

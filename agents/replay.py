@@ -69,8 +69,10 @@ def replay(
     objectives: str,
     accuracy_drop: float | None,
     max_candidates: int | None = None,
+    batch: int = 1,
 ) -> dict[str, Any]:
-    """Run ``policy`` through the decision graph on the recorded rows; final graph state."""
+    """Run ``policy`` through the decision graph on the recorded rows (``batch`` proposals
+    per iteration); final graph state."""
     from langgraph.checkpoint.memory import InMemorySaver
 
     settings = SearchSettings(
@@ -81,10 +83,11 @@ def replay(
         objectives=objectives,
         accuracy_drop=accuracy_drop,
         max_candidates=max_candidates or len(space),
+        batch=batch,
     )
     return run_search(
         build_graph(InMemorySaver()),
-        f"replay-{policy}-{sampler}-{seed}",
+        f"replay-{policy}-{sampler}-{seed}-{batch}",
         settings,
         lambda p, i: rows[p["key"]],
     )

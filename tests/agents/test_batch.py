@@ -182,3 +182,28 @@ def test_a_batch_killed_mid_way_resumes_only_its_unfinished_members(tmp_path):
     assert rec.batches[1:] == [[6, 7]]
     assert [h["key"] for h in v["history"]] == [h["key"] for h in full["history"]]
     assert v["spent"]["evaluations"] == 8 == len(v["history"])
+
+
+def test_llm_is_shown_the_batch_so_far_and_a_repeat_is_rejected():
+    from tests.agents.fake_chat import FakeStructuredChatModel
+
+    int8 = (
+        '{"bits": 8, "method": "none", "sparsity": 0.0, "pattern": "unstructured", '
+        '"backend": "bitsandbytes", "reason": "int8"}'
+    )
+    nf4 = int8.replace('"bits": 8', '"bits": 4').replace('"int8"', '"nf4"')
+    chat = FakeStructuredChatModel(responses=[int8, int8, nf4])
+    chat.prompts = []
+    s = settings(policy="llm", batch=3, max_candidates=3)
+    v = run_search(build_graph(InMemorySaver(), chat_model=chat), "t", s, observe)
+    rejected = [d["reason"] for d in v["decisions"] if d["event"] == "rejected"]
+    assert rejected == ["int8-bitsandbytes is already proposed in this batch"]
+    assert [h["candidate"] for h in v["history"]] == [
+        "bf16",
+        "int8-bitsandbytes",
+        "nf4-bitsandbytes",
+    ]
+    # one round: the reference, then the model's answers with the round so far shown
+    assert [len(g) for g in batched(v)] == [3]
+    shown = chat.prompts[1][1][1].split("Already chosen for this round")[1]
+    assert '"bits": 8' in shown and '"bits": 16' in shown
