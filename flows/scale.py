@@ -243,7 +243,15 @@ def task_runner(scale: ScaleParams) -> AbstractContextManager[Any]:
     """The Prefect task runner for ``scale`` (enter it to start the cluster or connect)."""
     import dask
 
-    dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_WORKER_DEATHS})
+    dask.config.set(
+        {
+            "distributed.scheduler.allowed-failures": ALLOWED_WORKER_DEATHS,
+            # a Dask nanny spawns workers with MALLOC_TRIM_THRESHOLD_=65536: glibc then hands
+            # freed memory back at once and every large tensor faults its pages in again,
+            # 20-29 % slower model forwards measured (tests/perf/worker_overhead.py)
+            "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+        }
+    )
     if scale.cluster is not None and scale.cluster.startswith("ray://"):
         from prefect_ray import RayTaskRunner
 

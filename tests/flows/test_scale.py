@@ -294,3 +294,23 @@ def test_a_scheduled_sweep_carries_its_workers(tiny_model_dir, shared_data_dir):
         flow_parameters(resolve("sweep", parse_settings("sweep", [*argv, "--workers", "2"])))
     )
     assert ScaleParams.model_validate(stored["scale"]) == ScaleParams(workers=2)
+
+
+def test_local_workers_keep_glibc_memory_behaviour():
+    """A Dask nanny would spawn workers with MALLOC_TRIM_THRESHOLD_=65536 (measured 20-29 %
+    slower model forwards: tests/perf/worker_overhead.py); ours are spawned without it, with
+    the torch threads of their share of the cores."""
+    import os
+
+    from ecocompress.flows.scale import task_runner
+
+    saved = dict(os.environ)  # a nanny also writes its spawn environment here
+    try:
+        with task_runner(ScaleParams(workers=1)) as runner:
+            seen = runner.client.run(
+                lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ["OMP_NUM_THREADS"])
+            )
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert list(seen.values()) == [(None, str(cpu_cores()))]

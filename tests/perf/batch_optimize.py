@@ -87,7 +87,7 @@ def main() -> None:
             "stop_reason": art["decisions.json"]["stop_reason"],
             "rows": {
                 r["candidate"]: {
-                    **{k: r.get(k) for k in (*SCORES, "latency_ms", "memory_gb")},
+                    **{k: r.get(k) for k in (*SCORES, "limit", "latency_ms", "memory_gb")},
                     "worker": r.get("worker"),
                 }
                 for r in rows
@@ -100,7 +100,9 @@ def main() -> None:
     for name, rows in tables.items():
         runs[name]["hypervolume"] = hypervolume(pd.DataFrame(rows), objectives, bounds=bounds)
     a1, a2 = runs["batch1"]["rows"], runs["batch2_workers2"]["rows"]
-    same = sorted(set(a1) & set(a2))
+    # a candidate both searches evaluated on the same items (the table holds each one's
+    # highest-fidelity evaluation: a close call re-evaluated on more items is not compared)
+    same = sorted(c for c in set(a1) & set(a2) if a1[c]["limit"] == a2[c]["limit"])
     differ = [(c, k) for c in same for k in SCORES if a1[c][k] != a2[c][k]]
     rec = {
         "machine": common.machine(),
