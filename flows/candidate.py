@@ -199,19 +199,23 @@ def _start_child(ctx: RunContext, cand: CandidateSpec, p: RunParams, tags: dict[
     )
 
 
+def _checkpoint(ctx: RunContext, cand: CandidateSpec, p: RunParams) -> Path | None:
+    """The candidate's pruned checkpoint in the cache (``None``: it is not pruned)."""
+    data_dir = Path(p.data_dir) if p.data_dir else None
+    return checkpoint_path(ctx.reference, cand.prune, data_dir)
+
+
 def _hold_checkpoint(ctx: RunContext, cand: CandidateSpec, p: RunParams) -> AbstractContextManager:
     """Hold the candidate's pruned checkpoint while it is built and evaluated, so ``cache gc``
     leaves it alone; yields ``False`` when it is not in the cache (the prune step must run)."""
-    data_dir = Path(p.data_dir) if p.data_dir else None
-    path = checkpoint_path(ctx.reference, cand.prune, data_dir)
+    path = _checkpoint(ctx, cand, p)
     return nullcontext(True) if path is None else hold(path)
 
 
 def _checkpoint_usable(ctx: RunContext, cand: CandidateSpec, p: RunParams) -> bool:
     from ecocompress.tasks.cache import usable
 
-    data_dir = Path(p.data_dir) if p.data_dir else None
-    path = checkpoint_path(ctx.reference, cand.prune, data_dir)
+    path = _checkpoint(ctx, cand, p)
     return True if path is None else usable(path)
 
 

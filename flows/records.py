@@ -66,16 +66,20 @@ def computing(key: str) -> Iterator[None]:
     the kernel if the holder dies), so a second worker waits and then finds the record."""
     from ecocompress.tasks.processes import file_lock
 
-    if not _KEY.match(key):
-        raise ValueError(f"step result key {key!r} is not a sha256 hex digest")
-    with file_lock(records_dir() / "locks" / f"{key}.lock"):
+    # the empty lock file stays: unlinking it while another worker waits on it would let a
+    # third lock a new file of the same name and compute the step at the same time
+    with file_lock(records_dir() / "locks" / f"{_checked(key)}.lock"):
         yield
 
 
 def record_path(key: str) -> Path:
+    return records_dir() / f"{_checked(key)}.json"
+
+
+def _checked(key: str) -> str:
     if not _KEY.match(key):
         raise ValueError(f"step result key {key!r} is not a sha256 hex digest")
-    return records_dir() / f"{key}.json"
+    return key
 
 
 @lru_cache(maxsize=32)
