@@ -16,6 +16,7 @@ import random
 from typing import Any
 
 from ecocompress.agents.view import (
+    ProposalKind,
     SearchView,
     finite,
     proposal,
@@ -164,7 +165,7 @@ class AgentPolicy(Policy):
                         m.dst,
                         self.name,
                         f"{m.kind} {m.axis} from frontier candidate {r['candidate']}",
-                        m.kind,
+                        ProposalKind.BACK_OFF if m.kind == "back" else ProposalKind.EXPLORE,
                         view.base_limit,
                     )
         return None

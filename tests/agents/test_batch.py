@@ -207,3 +207,18 @@ def test_llm_is_shown_the_batch_so_far_and_a_repeat_is_rejected():
     assert [len(g) for g in batched(v)] == [3]
     shown = chat.prompts[1][1][1].split("Already chosen for this round")[1]
     assert '"bits": 8' in shown and '"bits": 16' in shown
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_agent_batches_on_the_recorded_grid_reach_its_lateral_moves(k):
+    """Rule 4 of the agent (lateral moves and milder steps around the frontier) is reached
+    when results it would block on are still pending: its proposals are typed ``explore``
+    or ``back-off`` (not the move's own name, which failed), none twice."""
+    from ecocompress.agents.replay import load_grid, replay
+
+    _, space, rows = load_grid(ROOT / "tests/perf/results/planner_grid.json")
+    v = replay(space, rows, "agent", objectives=OBJ, accuracy_drop=0.05, batch=k)
+    props = [d for d in v["decisions"] if d["event"] == "propose"]
+    assert any(p["reason"].startswith("lateral") for p in props)
+    keys = [h["key"] for h in v["history"]]
+    assert len(keys) == len(set(keys))
