@@ -46,11 +46,15 @@ SHARED_FIELDS = (
 
 @dataclass(frozen=True)
 class WorkerSetup:
-    """How a worker process runs candidates: torch threads, results folder, GPU slot."""
+    """How a worker process runs candidates: torch threads, results folder, GPU slot, and
+    the command's home (caches) and MLflow store, so a worker of a remote cluster writes its
+    child runs where the parent run is (a path there must be shared, or the store a server)."""
 
     threads: int | None
     results: str | None
     gpus: int  # GPUs of a local cluster's machine, one per worker (0: none or remote)
+    home: str
+    tracking_uri: str
 
 
 @dataclass
@@ -78,6 +82,8 @@ def _prepare_worker(setup: WorkerSetup) -> str:
         name = str(get_worker().name)
     except (ImportError, ValueError):
         pass
+    os.environ["ECOCOMPRESS_HOME"] = setup.home
+    os.environ["MLFLOW_TRACKING_URI"] = setup.tracking_uri
     if setup.results is not None:
         os.environ[RESULTS_ENV] = setup.results
     if setup.gpus and "ECOCOMPRESS_WORKER_GPU" not in os.environ and name.isdigit():
@@ -122,22 +128,44 @@ def candidate_task(
 
 
 def _gpu_annotation(scale: ScaleParams, runner: Any, setup: WorkerSetup):
-    """``dask.annotate(resources={"GPU": 1})`` when candidates run on GPUs: a local cluster
-    on a GPU machine, or a remote Dask cluster whose workers declare a ``GPU`` resource."""
+    """One GPU per candidate when candidates run on GPUs: ``dask.annotate(resources={"GPU":
+    1})`` on a local cluster of a GPU machine or a remote Dask cluster whose workers declare
+    a ``GPU`` resource; prefect-ray's ``remote_options(num_gpus=1)`` on a Ray cluster with
+    GPUs."""
     import dask
 
     if setup.gpus:
         return dask.annotate(resources={"GPU": 1})
-    if scale.cluster is not None and scale.cluster.startswith("tcp://"):
+    if _is_ray(scale):
+        import ray
+
+        if ray.cluster_resources().get("GPU"):
+            from prefect_ray.context import remote_options
+
+            return remote_options(num_gpus=1)
+        return nullcontext()
+    if scale.cluster is not None:
         workers = runner.client.scheduler_info().get("workers", {})
         if any("GPU" in (w.get("resources") or {}) for w in workers.values()):
             return dask.annotate(resources={"GPU": 1})
     return nullcontext()
 
 
+def _is_ray(scale: ScaleParams) -> bool:
+    return scale.cluster is not None and scale.cluster.startswith("ray://")
+
+
 def _worker_memory_limits(scale: ScaleParams, runner: Any) -> list[int] | None:
-    if scale.cluster is None or not scale.cluster.startswith("tcp://"):
+    """Memory of each worker of a remote cluster (Dask: its limit; Ray: each live node's)."""
+    if scale.cluster is None:
         return None
+    if _is_ray(scale):
+        import ray
+
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        if not nodes:
+            raise UserError(f"--cluster {scale.cluster}: the Ray cluster has no live node")
+        return [int((n.get("Resources") or {}).get("memory") or 0) for n in nodes]
     workers = runner.client.scheduler_info().get("workers", {})
     if not workers:
         raise UserError(f"--cluster {scale.cluster}: the scheduler has no workers")
@@ -159,6 +187,8 @@ class CandidatePool:
 
     def __init__(self, ctx: RunContext, scale: ScaleParams) -> None:
         from ecocompress.flows.scale import check_memory, memory_per_worker
+        from ecocompress.metrics import tracking
+        from ecocompress.tasks.artifacts import home
 
         self.ctx, self.scale = ctx, scale
         self.per_worker = memory_per_worker(ctx.reference.path, ctx.params.batch_size)
@@ -169,6 +199,8 @@ class CandidatePool:
             threads=scale.threads_per_worker(),
             results=os.environ.get(RESULTS_ENV),
             gpus=gpu_count() if scale.workers is not None else 0,
+            home=str(home()),
+            tracking_uri=tracking.tracking_uri(),
         )
         self._stack = ExitStack()
         self.runner: Any = None

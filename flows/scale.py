@@ -255,7 +255,9 @@ def task_runner(scale: ScaleParams) -> AbstractContextManager[Any]:
     if scale.cluster is not None and scale.cluster.startswith("ray://"):
         from prefect_ray import RayTaskRunner
 
-        return RayTaskRunner(address=scale.cluster)
+        # the workers' own logs (Prefect's task-run lines) stay on the cluster unless verbose
+        verbose = bool(os.environ.get("ECOCOMPRESS_VERBOSE"))
+        return RayTaskRunner(address=scale.cluster, init_kwargs={"log_to_driver": verbose})
     from prefect_dask import DaskTaskRunner
 
     if scale.cluster is not None:
