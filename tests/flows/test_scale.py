@@ -271,6 +271,12 @@ def test_optimize_refuses_workers_its_batch_would_leave_idle(tiny_model_dir, sha
     r = resolve("optimize", parse_settings("optimize", [*argv, "--workers", "2", "--batch", "3"]))
     assert r.settings is not None and r.settings.batch == 3
     assert flow_parameters(r)["scale"] == ScaleParams(workers=2)
+    # what a deployment stores (JSON) is read back by the flow as ScaleParams
+    from ecocompress.deployments.serve import jsonable
+    from ecocompress.flows.optimize import optimize_flow
+
+    stored = optimize_flow.validate_parameters(jsonable(flow_parameters(r)))
+    assert stored["scale"] == ScaleParams(workers=2) and stored["settings"].batch == 3
     # a remote cluster's size is not known here: any batch goes
     r = resolve(
         "optimize", parse_settings("optimize", [*argv, "--cluster", "tcp://127.0.0.1:8786"])

@@ -59,13 +59,16 @@ def in_worker(model_dir: str, pre_spawn: dict | None) -> dict:
     # start each setting from a clean one
     os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
     with dask.config.set(cfg):
-        with LocalCluster(
-            n_workers=1,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-        ) as cluster, Client(cluster) as client:
+        with (
+            LocalCluster(
+                n_workers=1,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             return client.submit(work, model_dir, pure=False).result()
 
 
