@@ -323,6 +323,8 @@ def _evaluate(
                     if "accuracy" in scores
                     else {}
                 ),
+                # how lm-eval's requests were scored (perplexity has its own evaluator)
+                "evaluator": p.evaluator,
                 "energy_method": "; ".join(sorted(methods)),
                 "cache_hit": str(cache_hit).lower(),
                 "latency_method": meas["latency_method"],

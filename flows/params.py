@@ -20,6 +20,7 @@ from ecocompress.tasks.benchmarks.base import Benchmark
 from ecocompress.tasks.specs import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_BBH_TASKS,
+    DEFAULT_EVALUATOR,
     DEFAULT_PPL_STRIDE,
     DEFAULT_PPL_TOKENS,
     DEFAULT_PPL_WINDOW,
@@ -27,6 +28,7 @@ from ecocompress.tasks.specs import (
     DEFAULT_SEED,
     CandidateSpec,
     EvalSpec,
+    Evaluator,
     PruneSpec,
     QuantSpec,
     Spec,
@@ -116,6 +118,11 @@ class RunParams(Spec):
         default_factory=dict, description="override shots, e.g. gsm8k=5,bbh=0"
     )
     batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=512, description="lm-eval batch size")
+    evaluator: Evaluator = Field(
+        DEFAULT_EVALUATOR,
+        description="lm-eval: its own scoring; shared-prefix: each shared prompt prefix "
+        "computed once (log-likelihood requests; tasks/shared_prefix.py)",
+    )
     bbh_tasks: tuple[str, ...] = Field(DEFAULT_BBH_TASKS, description="BBH subtasks to run")
     max_gen_toks: int | None = Field(
         None, ge=1, description="cap on generated tokens for generative tasks"
@@ -260,6 +267,7 @@ class RunParams(Spec):
                 task_data=self.task_data.get(bench.name),
                 limit=self.limit,
                 batch_size=self.batch_size,
+                evaluator=self.evaluator,
                 bbh_tasks=self.bbh_tasks,
                 max_gen_toks=self.max_gen_toks,
                 seed=self.seed,

@@ -88,7 +88,12 @@ def evaluate_benchmark(
     shots = spec.num_fewshot if spec.num_fewshot is not None else bench.default_shots
 
     tm = task_manager(include)
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.batch_size)
+    lm_class = HFLM
+    if spec.evaluator == "shared-prefix":
+        from ecocompress.tasks.shared_prefix import SharedPrefixLM
+
+        lm_class = SharedPrefixLM
+    lm = lm_class(pretrained=model, tokenizer=tokenizer, batch_size=spec.batch_size)
     t0 = time.perf_counter()
     with _progress_bars_off():
         out = lm_eval.simple_evaluate(
@@ -112,6 +117,14 @@ def evaluate_benchmark(
     results_path = out_dir / f"lm_eval_{bench.name}.json"
     results_path.write_text(json.dumps(out, default=handle_non_serializable, indent=1))
 
+    if spec.evaluator == "shared-prefix":
+        notes.append(
+            "scored with shared prefixes (tasks/shared_prefix.py): "
+            f"{lm.forward_tokens} tokens run through the model"
+            + "".join(
+                f"; {n} request(s) on lm-eval's path: {why}" for why, n in lm.fallbacks.items()
+            )
+        )
     per_task = _per_task(out, names, bench)
     score, stderr, n_items = pooled(per_task)
     if bench.kind == "group":  # lm-eval's own aggregate (its weighting), over every subtask

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -210,6 +210,11 @@ DEFAULT_PPL_STRIDE = 256
 DEFAULT_BBH_TASKS = ("boolean_expressions", "date_understanding", "sports_understanding")
 DEFAULT_BATCH_SIZE = 4
 DEFAULT_SEED = 1234
+# how lm-eval's requests are scored: its own HFLM path, or tasks/shared_prefix.py (each
+# shared prefix computed once); lm-eval stays the default until parity is measured
+Evaluator = Literal["lm-eval", "shared-prefix"]
+EVALUATORS: tuple[str, ...] = get_args(Evaluator)
+DEFAULT_EVALUATOR = "lm-eval"
 
 
 def check_limit(v: int | None) -> int | None:
@@ -245,6 +250,15 @@ class EvalSpec(Spec):
     ppl_tokens: int = Field(DEFAULT_PPL_TOKENS, ge=1, le=10_000_000)
     ppl_window: int = Field(DEFAULT_PPL_WINDOW, ge=2, le=32_768)
     ppl_stride: int = Field(DEFAULT_PPL_STRIDE, ge=1, le=32_768)
+    evaluator: Evaluator = DEFAULT_EVALUATOR
+
+    def canonical(self) -> str:
+        """``Spec.canonical``, without ``evaluator`` when it is lm-eval's own: an evaluation
+        cached before the setting existed was lm-eval's, and keeps its key."""
+        d = self.model_dump(mode="json")
+        if d["evaluator"] == DEFAULT_EVALUATOR:
+            del d["evaluator"]
+        return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
     @field_validator("benchmark")
     @classmethod
@@ -281,7 +295,13 @@ class EvalSpec(Spec):
                 raise ValueError(
                     f"ppl_stride {self.ppl_stride} must not exceed ppl_window {self.ppl_window}"
                 )
-            for k, v in {"limit": None, "num_fewshot": 0, "max_gen_toks": None}.items():
+            # perplexity has its own evaluator (tasks/perplexity.py)
+            for k, v in {
+                "limit": None,
+                "num_fewshot": 0,
+                "max_gen_toks": None,
+                "evaluator": DEFAULT_EVALUATOR,
+            }.items():
                 object.__setattr__(self, k, v)
         else:
             for k, v in {

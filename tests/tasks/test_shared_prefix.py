@@ -1,0 +1,198 @@
+"""Shared-prefix scoring (tasks/shared_prefix.py) against lm-eval's own ``HFLM`` path on the
+tiny models, fp32: the same log-likelihoods (1e-5) and greedy flags for multiple-choice
+requests behind a shared few-shot prefix, ragged lengths, batch sizes 1 and 4, rolling
+(perplexity) requests, contexts longer than a sliding window; no cache leaks between items;
+what cannot be shared goes to lm-eval's path and is counted."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from tests.tiny_model import build_tiny_model
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module", params=["gemma3", "mistral"])
+def tiny(request, tmp_path_factory):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = build_tiny_model(tmp_path_factory.mktemp(request.param), family=request.param)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+def lms(tiny, batch_size: int):
+    from lm_eval.models.huggingface import HFLM
+
+    from ecocompress.tasks.shared_prefix import SharedPrefixLM
+
+    model, tok = tiny
+    return (
+        HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size),
+        SharedPrefixLM(pretrained=model, tokenizer=tok, batch_size=batch_size),
+    )
+
+
+def mc_requests(seed: int = 0, shots: int = 90, prefixes: int = 1) -> list:
+    """Items behind one few-shot prefix (longer than the tiny gemma's 64-token sliding
+    window), 3-5 choices each, contexts and choices of ragged lengths, plus one item with
+    a context of its own."""
+    rng = random.Random(seed)
+    fixed = [[rng.randrange(5, 1000) for _ in range(shots)] for _ in range(prefixes)]
+    out = []
+    for item in range(5):
+        ctx = fixed[item % prefixes] + [rng.randrange(5, 1000) for _ in range(rng.randint(1, 20))]
+        for choice in range(rng.randint(3, 5)):
+            cont = [rng.randrange(5, 1000) for _ in range(rng.randint(1, 6))]
+            out.append(((f"item{item}", f"choice{choice}"), ctx, cont))
+    other = [rng.randrange(5, 1000) for _ in range(7)]
+    out += [(("other", "a"), other, [11, 12]), (("other", "b"), other, [13])]
+    rng.shuffle(out)
+    return out
+
+
+def assert_same(a, b):
+    assert len(a) == len(b)
+    for (la, ga), (lb, gb) in zip(a, b, strict=True):
+        assert abs(la - lb) <= TOL * max(1.0, abs(la)), (la, lb)
+        assert ga == gb
+
+
+@pytest.mark.parametrize("batch_size, prefixes", [(1, 1), (4, 1), (4, 2)])
+def test_multiple_choice_log_likelihoods_match_lm_eval(tiny, batch_size, prefixes):
+    ref, shared = lms(tiny, batch_size)
+    reqs = mc_requests(prefixes=prefixes)
+    assert_same(shared._loglikelihood_tokens(reqs), ref._loglikelihood_tokens(reqs))
+    # the work: every distinct token position of the contexts once (a prefix tree), then
+    # each batch of choices padded to its longest
+    heads = {tuple(c[:-1]) for _, c, _ in reqs}
+    positions = {h[:k] for h in heads for k in range(1, len(h) + 1)}
+    by_ctx: dict[tuple, list[int]] = {}
+    for _, c, x in reqs:
+        by_ctx.setdefault(tuple(c), []).append(len(x))
+    rows = sum(
+        len(n[i : i + batch_size]) * max(n[i : i + batch_size])
+        for n in by_ctx.values()
+        for i in range(0, len(n), batch_size)
+    )
+    assert shared.forward_tokens == len(positions) + rows
+    naive = sum(len(c) + len(x) - 1 for _, c, x in reqs)
+    assert shared.forward_tokens < naive / 2
+    assert len(by_ctx) == 6 and not shared.fallbacks
+
+
+def test_a_changed_context_changes_only_its_own_item(tiny):
+    _, shared = lms(tiny, 4)
+    reqs = mc_requests()
+    before = shared._loglikelihood_tokens(reqs)
+    target = next(r[0][0] for r in reqs if r[0][0].startswith("item"))
+    changed = []
+    for s, ctx, cont in reqs:
+        if s[0] == target:
+            ctx = [*ctx[:-1], (ctx[-1] + 1) % 1000 + 5]  # its last context token
+        changed.append((s, ctx, cont))
+    after = shared._loglikelihood_tokens(changed)
+    for (s, _, _), b, a in zip(reqs, before, after, strict=True):
+        if s[0] == target:
+            assert a[0] != b[0]
+        else:
+            assert a == b  # bit-identical: nothing of another item's cache reached it
+
+
+def test_rolling_requests_match_lm_eval(tiny):
+    from lm_eval.api.instance import Instance
+
+    ref, shared = lms(tiny, 2)
+    rng = random.Random(1)
+    model, tok = tiny
+    texts = [" ".join(str(rng.randrange(1000)) for _ in range(n)) for n in (30, 80, 5)]
+    inst = [
+        Instance("loglikelihood_rolling", doc={}, arguments=(t,), idx=i)
+        for i, t in enumerate(texts)
+    ]
+    a = shared.loglikelihood_rolling(inst, disable_tqdm=True)
+    b = ref.loglikelihood_rolling(inst, disable_tqdm=True)
+    for x, y in zip(a, b, strict=True):
+        assert abs(x - y) <= TOL * max(1.0, abs(x))
+
+
+def test_what_cannot_be_shared_goes_to_lm_eval_and_is_counted(tiny):
+    ref, shared = lms(tiny, 2)
+    shared._max_length = ref._max_length = 40  # the window lm-eval truncates to
+    reqs = [(("long", "a"), list(range(5, 60)), [7, 8]), (("short", "a"), [5, 6, 7], [9])]
+    assert_same(shared._loglikelihood_tokens(reqs), ref._loglikelihood_tokens(reqs))
+    assert shared.fallbacks == {"context and continuation longer than the model's window": 1}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["commonsenseqa", "truthfulqa"])
+def test_benchmark_through_lm_eval_gives_the_same_samples(
+    name, tiny_model_dir, shared_data_dir, tmp_path, monkeypatch
+):
+    """``--evaluator shared-prefix`` through ``evaluate_benchmark``: lm-eval builds the same
+    requests and scores the items; every per-sample log-likelihood agrees (fp32, 1e-5), the
+    score is the same, and the result says how it was scored."""
+    import json
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ecocompress.tasks.evaluate import evaluate_benchmark
+    from ecocompress.tasks.specs import EvalSpec
+
+    monkeypatch.setenv("ECOCOMPRESS_HOME", str(tmp_path / "home"))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    out = {}
+    for ev in ("lm-eval", "shared-prefix"):
+        spec = EvalSpec(benchmark=name, limit=3, evaluator=ev)
+        r = evaluate_benchmark(model, tok, spec, shared_data_dir, tmp_path / ev)
+        saved = json.loads(Path(r.results_path).read_text())
+        logliks = {
+            (t, s["doc_id"]): [float(x[0]) for x in s["filtered_resps"]]
+            for t, samples in saved["samples"].items()
+            for s in samples
+        }
+        out[ev] = (r, logliks)
+    (a, la), (b, lb) = out["lm-eval"], out["shared-prefix"]
+    assert la.keys() == lb.keys() and len(la) == 3
+    for k in la:
+        assert la[k] == pytest.approx(lb[k], rel=TOL, abs=TOL)
+    assert (a.score, a.stderr) == (b.score, b.stderr)
+    assert any("shared prefixes" in n for n in b.notes)
+    assert not any("shared prefixes" in n for n in a.notes)
+
+
+def test_greedy_generations_continue_from_the_shared_prefix_identically(tiny):
+    from lm_eval.api.instance import Instance
+
+    from ecocompress.tasks.shared_prefix import SharedPrefixLM
+
+    model, tok = tiny
+    ref, _ = lms(tiny, 1)
+    shared = SharedPrefixLM(pretrained=model, tokenizer=tok, batch_size=4)
+    rng = random.Random(2)
+    shots = " ".join(str(rng.randrange(1000)) for _ in range(60))  # the fixed few-shot prompt
+    gen = {"until": ["\n\n"], "max_gen_toks": 12, "do_sample": False}
+    inst = [
+        Instance(
+            "generate_until",
+            doc={},
+            arguments=(
+                f"{shots} Q: {' '.join(str(rng.randrange(1000)) for _ in range(n))} A:",
+                gen,
+            ),
+            idx=i,
+        )
+        for i, n in enumerate((3, 9, 1))
+    ]
+    a = shared.generate_until(inst, disable_tqdm=True)
+    b = ref.generate_until(inst, disable_tqdm=True)
+    assert a == b and all(a)
+    assert shared.batch_size == 4 and not shared.fallbacks
+    # the prompts' own tokens and what was generated after them, not the prefix again
+    assert 0 < shared.forward_tokens < sum(len(tok(i.args[0])["input_ids"]) for i in inst)
