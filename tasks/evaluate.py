@@ -120,7 +120,9 @@ def evaluate_benchmark(
     if spec.evaluator == "shared-prefix":
         notes.append(
             "scored with shared prefixes (tasks/shared_prefix.py): "
-            f"{lm.forward_tokens} tokens run through the model"
+            f"{lm.forward_tokens} tokens run through the model (lm-eval's own path: "
+            f"{lm.naive_tokens} for the log-likelihood requests, at least "
+            f"{lm.floor_tokens})"
             + "".join(
                 f"; {n} request(s) on lm-eval's path: {why}" for why, n in lm.fallbacks.items()
             )

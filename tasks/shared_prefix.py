@@ -53,9 +53,12 @@ def common_prefix(seqs: list[tuple[int, ...]]) -> int:
 class SharedPrefixLM(HFLM):
     """``HFLM`` scoring log-likelihood requests on copies of shared KV caches (module doc).
 
-    ``forward_tokens`` counts the tokens run through the model by this class (the work it
-    did; ``HFLM``'s own path is not counted), ``fallbacks`` the requests given to ``HFLM``'s
-    path, by reason.
+    Counters, of the log-likelihood requests this class scored: ``forward_tokens``, the
+    tokens it ran through the model (generation: the prompt tokens past the shared prefix
+    are added too); ``naive_tokens``, what ``HFLM`` runs for the same requests (each
+    context and continuation but its last token); ``floor_tokens``, what must be run at
+    least (each distinct context position once, each continuation token once: no
+    padding). ``fallbacks``: requests given to ``HFLM``'s path, by reason.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -64,6 +67,8 @@ class SharedPrefixLM(HFLM):
         params = inspect.signature(self.model.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self.forward_tokens = 0
+        self.naive_tokens = 0
+        self.floor_tokens = 0
         self.fallbacks: dict[str, int] = {}
 
     def _fallback(self, reason: str, n: int) -> None:
@@ -97,6 +102,8 @@ class SharedPrefixLM(HFLM):
                 own.append(i)
             else:
                 groups.setdefault(tuple(ctx), []).append(i)
+                self.naive_tokens += len(ctx) + len(cont) - 1
+                self.floor_tokens += len(cont)
         self._fallback("context and continuation longer than the model's window", len(own))
         try:
             self._score_groups(requests, groups, res, override_bs)
@@ -140,6 +147,7 @@ class SharedPrefixLM(HFLM):
         contexts going on with the same token) goes on from its own copy of the cache."""
         heads = [c[:-1] for c in ctxs]
         shared = start + common_prefix([h[start:] for h in heads])
+        self.floor_tokens += shared - start
         if shared > start:
             _, cache = self._forward([list(heads[0][start:shared])], cache)
         branches: dict[int, list[tuple[int, ...]]] = {}

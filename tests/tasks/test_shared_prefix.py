@@ -81,7 +81,8 @@ def test_multiple_choice_log_likelihoods_match_lm_eval(tiny, batch_size, prefixe
     )
     assert shared.forward_tokens == len(positions) + rows
     naive = sum(len(c) + len(x) - 1 for _, c, x in reqs)
-    assert shared.forward_tokens < naive / 2
+    assert shared.forward_tokens < naive / 2 and shared.naive_tokens == naive
+    assert shared.floor_tokens == len(positions) + sum(len(x) for _, _, x in reqs)
     assert len(by_ctx) == 6 and not shared.fallbacks
 
 

@@ -1,0 +1,140 @@
+"""Shared-prefix scoring against lm-eval's own path on dense gemma-3-270m: per-item
+agreement and CPU seconds per item, in one run of this script.
+
+    python -m tests.perf.shared_prefix [--dtypes float32,bfloat16] \\
+        [--benchmarks commonsenseqa,truthfulqa,bbh,gsm8k] [--limit 100] [--limits gsm8k=20]
+
+Both sides run ``tasks.evaluate.evaluate_benchmark`` on the same loaded model, the same
+items, shots, seed and batch size (4), in this process one after the other: ``--evaluator
+lm-eval`` (lm-eval's ``HFLM``; its records equal the bare ``lm_eval`` CLI's item by item,
+tests/perf/parity.py) and ``--evaluator shared-prefix`` (tasks/shared_prefix.py). CPU
+seconds are ``time.process_time()`` around each call (every thread of this process,
+torch's included), divided by the items. Agreement, per item: the chosen answer (the
+choice with the highest log-likelihood, as lm-eval's ``acc``), every log-likelihood's
+absolute and relative difference, and for generation the generated text. The token
+counts are the shared-prefix scorer's own (tasks/shared_prefix.py): what it ran, what
+lm-eval runs for the same log-likelihood requests, and the floor. Writes
+``tests/perf/results/shared_prefix.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.perf import common
+
+
+def samples(path: str) -> dict[tuple[str, int], Any]:
+    """``(task, doc_id)`` -> the filtered responses of lm-eval's written samples."""
+    out = json.loads(Path(path).read_text())
+    return {(t, s["doc_id"]): s["filtered_resps"] for t, ss in out["samples"].items() for s in ss}
+
+
+def agreement(a: dict, b: dict) -> dict[str, Any]:
+    """Per-item agreement of two ``samples`` maps (lm-eval's, shared-prefix's)."""
+    assert a.keys() == b.keys()
+    same_choice = same_text = n_ll = 0
+    max_abs = max_rel = 0.0
+    for k in a:
+        ra, rb = a[k], b[k]
+        if ra and isinstance(ra[0], (list, tuple)):  # log-likelihood: [[ll, greedy], ...]
+            la = [float(x[0]) for x in ra]
+            lb = [float(x[0]) for x in rb]
+            same_choice += la.index(max(la)) == lb.index(max(lb))
+            for x, y in zip(la, lb, strict=True):
+                n_ll += 1
+                max_abs = max(max_abs, abs(x - y))
+                max_rel = max(max_rel, abs(x - y) / max(abs(x), 1e-30))
+        else:  # generation: the filtered strings
+            same_text += [str(x) for x in ra] == [str(x) for x in rb]
+    out: dict[str, Any] = {"items": len(a)}
+    if n_ll:
+        out.update(
+            same_choice=same_choice,
+            same_choice_fraction=same_choice / len(a),
+            loglikelihoods=n_ll,
+            max_abs_diff=max_abs,
+            max_rel_diff=max_rel,
+        )
+    else:
+        out.update(same_generation=same_text, same_generation_fraction=same_text / len(a))
+    return out
+
+
+def main() -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ecocompress.tasks.evaluate import evaluate_benchmark
+    from ecocompress.tasks.specs import EvalSpec
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dtypes", default="float32,bfloat16")
+    ap.add_argument("--benchmarks", default="commonsenseqa,truthfulqa,bbh,gsm8k")
+    ap.add_argument("--limit", type=int, default=100)
+    ap.add_argument("--limits", default="gsm8k=20")
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--name", default="shared_prefix")
+    a = ap.parse_args()
+    limits = dict(kv.split("=") for kv in a.limits.split(",") if kv)
+    model_dir, data = common.ensure_reference(), common.data_dir()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    runs: dict[str, dict[str, Any]] = {}
+    for dtype in a.dtypes.split(","):
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
+        for b in a.benchmarks.split(","):
+            limit = int(limits.get(b, a.limit))
+            side: dict[str, Any] = {}
+            for ev in ("lm-eval", "shared-prefix"):
+                spec = EvalSpec(benchmark=b, limit=limit, batch_size=a.batch_size, evaluator=ev)
+                with tempfile.TemporaryDirectory() as out:
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    r = evaluate_benchmark(model, tok, spec, data, Path(out))
+                    cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+                    side[ev] = {
+                        "score": r.score,
+                        "stderr": r.stderr,
+                        "items": r.n_items,
+                        "cpu_s": round(cpu, 1),
+                        "wall_s": round(wall, 1),
+                        "cpu_s_per_item": round(cpu / r.n_items, 3),
+                        "notes": [n for n in r.notes if "shared prefixes" in n],
+                        "samples": samples(r.results_path),
+                    }
+                print(dtype, b, ev, side[ev]["cpu_s"], "s CPU", flush=True)
+            agree = agreement(side["lm-eval"].pop("samples"), side["shared-prefix"].pop("samples"))
+            lm, sp = side["lm-eval"], side["shared-prefix"]
+            se = math.hypot(lm["stderr"] or 0.0, sp["stderr"] or 0.0)
+            runs[f"{dtype}/{b}"] = {
+                "dtype": dtype,
+                "benchmark": b,
+                "limit": limit,
+                "lm-eval": lm,
+                "shared-prefix": sp,
+                "agreement": agree,
+                "score_difference": sp["score"] - lm["score"],
+                "within_one_stderr": abs(sp["score"] - lm["score"]) <= (lm["stderr"] or 0.0),
+                "combined_stderr": se,
+                "cpu_ratio": round(lm["cpu_s"] / sp["cpu_s"], 2) if sp["cpu_s"] else None,
+            }
+            print(json.dumps(runs[f"{dtype}/{b}"], indent=1), flush=True)
+        del model
+    common.write(
+        a.name,
+        {
+            "machine": common.machine(),
+            "model": "gemma-3-270m (PyPI Q4_K_M GGUF dequantized), dense",
+            "batch_size": a.batch_size,
+            "runs": runs,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
