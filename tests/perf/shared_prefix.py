@@ -76,7 +76,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--dtypes", default="float32,bfloat16")
-    ap.add_argument("--benchmarks", default="commonsenseqa,truthfulqa,bbh,gsm8k")
+    ap.add_argument("--benchmarks", default="gsm8k,commonsenseqa,truthfulqa,bbh")
     ap.add_argument("--limit", type=int, default=100)
     ap.add_argument("--limits", default="gsm8k=20")
     ap.add_argument("--batch-size", type=int, default=4)
@@ -124,16 +124,16 @@ def main() -> None:
                 "cpu_ratio": round(lm["cpu_s"] / sp["cpu_s"], 2) if sp["cpu_s"] else None,
             }
             print(json.dumps(runs[f"{dtype}/{b}"], indent=1), flush=True)
+            common.write(  # after each benchmark: a long run keeps what it measured
+                a.name,
+                {
+                    "machine": common.machine(),
+                    "model": "gemma-3-270m (PyPI Q4_K_M GGUF dequantized), dense",
+                    "batch_size": a.batch_size,
+                    "runs": runs,
+                },
+            )
         del model
-    common.write(
-        a.name,
-        {
-            "machine": common.machine(),
-            "model": "gemma-3-270m (PyPI Q4_K_M GGUF dequantized), dense",
-            "batch_size": a.batch_size,
-            "runs": runs,
-        },
-    )
 
 
 if __name__ == "__main__":

@@ -197,3 +197,41 @@ def test_greedy_generations_continue_from_the_shared_prefix_identically(tiny):
     assert shared.batch_size == 4 and not shared.fallbacks
     # the prompts' own tokens and what was generated after them, not the prefix again
     assert 0 < shared.forward_tokens < sum(len(tok(i.args[0])["input_ids"]) for i in inst)
+
+
+@pytest.mark.parametrize(
+    "bits, backend", [(16, "none"), (8, "bitsandbytes"), (4, "bitsandbytes"), (8, "torchao")]
+)
+def test_quantized_models_score_alike(bits, backend, tiny_model_dir, tmp_path, monkeypatch):
+    """bf16, LLM.int8, NF4 and torchao int8 models as the pipeline loads them: the shared
+    path picks the same choices, with log-likelihoods within bf16 rounding of lm-eval's
+    (the same kernels on other batch shapes)."""
+    from lm_eval.models.huggingface import HFLM
+
+    from ecocompress.tasks.download import resolve_model
+    from ecocompress.tasks.quantize import clear_loaded, load_candidate
+    from ecocompress.tasks.shared_prefix import SharedPrefixLM
+    from ecocompress.tasks.specs import QuantSpec
+
+    monkeypatch.setenv("ECOCOMPRESS_HOME", str(tmp_path))
+    model, tok = load_candidate(
+        resolve_model(str(tiny_model_dir)), QuantSpec(bits=bits, backend=backend)
+    )
+    try:
+        reqs = mc_requests(shots=30)
+        ref = HFLM(pretrained=model, tokenizer=tok, batch_size=4)._loglikelihood_tokens(reqs)
+        lm = SharedPrefixLM(pretrained=model, tokenizer=tok, batch_size=4)
+        got = lm._loglikelihood_tokens(reqs)
+    finally:
+        clear_loaded()
+    assert not lm.fallbacks
+    worst = max(abs(a[0] - b[0]) / max(1.0, abs(a[0])) for a, b in zip(ref, got, strict=True))
+    assert worst < 0.02, worst
+    items: dict[str, list[int]] = {}
+    for i, (s, _, _) in enumerate(reqs):
+        items.setdefault(s[0], []).append(i)
+    for idx in items.values():  # the choice each path picks for each item
+        pick = max(idx, key=lambda i: ref[i][0])
+        assert max(idx, key=lambda i: got[i][0]) == pick or abs(
+            max(got[i][0] for i in idx) - got[pick][0]
+        ) < 0.02 * max(1.0, abs(got[pick][0]))
