@@ -114,6 +114,7 @@ def test_first_sweep_logs_children_metrics_and_pareto(first_sweep):
         assert set(r.data.metrics) == expected
         assert r.data.tags["cache_hit"] == "false"
         assert r.data.tags["energy_method"]
+        assert r.data.tags["evaluator"] == "lm-eval"
         assert r.data.params["limit"] == "2"
         for k in ("model", "bits", "quant_backend", "prune", "sparsity", "pattern", "limit"):
             assert k in r.data.params
@@ -151,6 +152,21 @@ def test_changing_one_benchmark_reruns_only_it(tiny_model_dir, shared_data_dir, 
             "magnitude-0.5+int8-bitsandbytes",
         ]
     )
+
+
+def test_the_shared_prefix_evaluator_reruns_only_evaluations_and_is_tagged(
+    tiny_model_dir, shared_data_dir, first_sweep
+):
+    """``--evaluator shared-prefix`` is part of the evaluations' cache keys (they run
+    again, nothing else does) and a tag of every child run; the scores are lm-eval's (the
+    same choices on the tiny model)."""
+    s = _sweep(tiny_model_dir, shared_data_dir, "--evaluator", "shared-prefix")
+    heavy = {x.split(":")[1] for x in s["executed_steps"] if not x.endswith(":carbon")}
+    assert heavy == {"evaluate truthfulqa", "evaluate commonsenseqa"}
+    kids = _children(s["parent_run_id"])
+    assert {r.data.tags["evaluator"] for r in kids} == {"shared-prefix"}
+    before = {r["candidate"]: r["accuracy"] for r in first_sweep["rows"]}
+    assert {r["candidate"]: r["accuracy"] for r in s["rows"]} == before
 
 
 def test_failed_candidate_is_recorded_and_sweep_goes_on(
