@@ -66,6 +66,7 @@ class SharedPrefixLM(HFLM):
         # transformers 5 renames the argument ``past_key_values`` to ``cache`` model by model
         params = inspect.signature(self.model.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self._keeps_logits = "logits_to_keep" in params
         self.forward_tokens = 0
         self.naive_tokens = 0
         self.floor_tokens = 0
@@ -76,11 +77,18 @@ class SharedPrefixLM(HFLM):
             self.fallbacks[reason] = self.fallbacks.get(reason, 0) + n
             log.info("shared-prefix scoring: %d request(s) on lm-eval's own path: %s", n, reason)
 
-    def _forward(self, ids: list[list[int]], cache: Any) -> tuple[torch.Tensor, Any]:
-        """Logits of ``ids`` (one row per batch member) after ``cache``; the extended cache."""
+    def _forward(
+        self, ids: list[list[int]], cache: Any, logits: bool = True
+    ) -> tuple[torch.Tensor, Any]:
+        """Logits of ``ids`` (one row per batch member) after ``cache``; the extended cache.
+        ``logits=False``: a prefix, whose logits are not read - only the last position's
+        are computed (the vocabulary head is most of a small model's work per token)."""
         x = torch.tensor(ids, dtype=torch.long, device=self.device)
         self.forward_tokens += x.numel()
-        out = self.model(input_ids=x, use_cache=True, **{self._cache_arg: cache})
+        kwargs = {self._cache_arg: cache}
+        if not logits and self._keeps_logits:
+            kwargs["logits_to_keep"] = 1
+        out = self.model(input_ids=x, use_cache=True, **kwargs)
         if out.past_key_values is None:
             raise _NoCache
         return out.logits, out.past_key_values
@@ -149,7 +157,7 @@ class SharedPrefixLM(HFLM):
         shared = start + common_prefix([h[start:] for h in heads])
         self.floor_tokens += shared - start
         if shared > start:
-            _, cache = self._forward([list(heads[0][start:shared])], cache)
+            _, cache = self._forward([list(heads[0][start:shared])], cache, logits=False)
         branches: dict[int, list[tuple[int, ...]]] = {}
         for c, h in zip(ctxs, heads, strict=True):
             if len(h) == shared:  # its whole context but the last token is in the cache
@@ -206,7 +214,7 @@ class SharedPrefixLM(HFLM):
         if shared > 0:
             try:
                 with torch.inference_mode():
-                    _, cache = self._forward([list(encoded[0][:shared])], None)
+                    _, cache = self._forward([list(encoded[0][:shared])], None, logits=False)
                 self._gen_prefix = (list(encoded[0][:shared]), cache)
             except _NoCache:
                 self._fallback("the model returns no KV cache", len(requests))
