@@ -412,9 +412,9 @@ def run_search(
             # written as decide_stop's: its edge leads to END, the batch stays pending
             graph.update_state(config, {"finished": dict(finished)}, as_node="decide_stop")
 
-        todo = [(start + i, p) for i, p in enumerate(batch) if str(start + i) not in finished]
-        if todo:
-            (evaluate_batch or one_by_one)(todo, done)
+        unfinished = [(start + i, p) for i, p in enumerate(batch) if str(start + i) not in finished]
+        if unfinished:
+            (evaluate_batch or one_by_one)(unfinished, done)
         graph.invoke(
             {"observations": [finished[str(start + i)] for i in range(len(batch))]}, config
         )

@@ -21,24 +21,10 @@ import sys
 from collections import defaultdict
 
 from tests.perf import common
+from tests.perf.scale_out import SWEEP
 
-OPTIMIZE = [
-    "optimize",
-    "--bits",
-    "16,8",
-    "--quant-backend",
-    "torchao",
-    "--prune",
-    "none,magnitude",
-    "--sparsity",
-    "0.5",
-    "--benchmarks",
-    "commonsenseqa,perplexity",
-    "--max-candidates",
-    "4",
-    "--no-register",
-    "--quiet",
-]
+# the scale-out sweep's space, benchmarks and flags, as an agent search of 4 evaluations
+OPTIMIZE = ["optimize", *SWEEP[1:], "--max-candidates", "4", "--no-register"]
 OBJECTIVES = "acc/commonsenseqa:max,perplexity/wikitext2:min,latency_ms:min,memory_gb:min"
 SCORES = (
     "acc/commonsenseqa",
