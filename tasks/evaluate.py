@@ -119,10 +119,11 @@ def evaluate_benchmark(
 
     if spec.evaluator == "shared-prefix":
         notes.append(
-            "scored with shared prefixes (tasks/shared_prefix.py): "
-            f"{lm.forward_tokens} tokens run through the model (lm-eval's own path: "
-            f"{lm.naive_tokens} for the log-likelihood requests, at least "
-            f"{lm.floor_tokens})"
+            "scored with shared prefixes (tasks/shared_prefix.py): token positions through "
+            f"the decoder {lm.forward_tokens} (lm-eval's own path: {lm.naive_tokens} without "
+            f"its batch padding; distinct: {lm.floor_tokens}), through the vocabulary head "
+            f"{lm.head_tokens} for log-likelihoods (lm-eval's: every position); generated "
+            "tokens not counted"
             + "".join(
                 f"; {n} request(s) on lm-eval's path: {why}" for why, n in lm.fallbacks.items()
             )

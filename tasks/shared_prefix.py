@@ -1,24 +1,31 @@
 """Shared-prefix scoring: lm-eval's ``HFLM`` with each shared prefix computed once.
 
 lm-eval scores a log-likelihood request ``(context, continuation)`` by running the model on
-``context + continuation[:-1]`` and reading the continuation's tokens off the logits, so a
-multiple-choice item with five choices runs its context five times, and a fixed few-shot
-prompt is run again for every item. ``SharedPrefixLM`` runs, per call:
+``context + continuation[:-1]`` and reading the continuation's tokens off the logits of every
+position (requests whose ``context + continuation[:-1]`` are equal, such as one-token answer
+letters behind one question, share one run). So a multiple-choice item with multi-token
+choices runs its context once per choice, a fixed few-shot prompt is run again for every item,
+and the vocabulary head runs at every position. ``SharedPrefixLM`` runs, per call:
 
 1. the contexts (without their last token) on a prefix tree: the tokens all contexts of a
    branch share - a fixed few-shot prompt, a task's description, one item's question behind
-   its choices - run once, and each branch goes on from its own copy of the KV cache, so
-   every distinct token position of the contexts runs once;
-2. per batch of continuations of one context, the context's last token and the
-   continuations but their last tokens, on a copy of the context's cache repeated along
-   the batch (right-padded: positions after a continuation's end are never read, and a
-   causal model's earlier positions do not see them).
+   its choices - run once through the decoder (not the vocabulary head: no logit of theirs is
+   read), and each branch goes on from its own copy of the KV cache, so every distinct token
+   position of the contexts runs once;
+2. per context, its distinct continuation inputs (``continuation[:-1]``; equal ones once):
+   a context with one of them runs it in the same forward as the rest of its branch, with the
+   head on those positions only; otherwise ``batch_size`` of them per forward, right-padded,
+   each behind the context's last token on a copy of the context's cache repeated along the
+   batch (positions after a row's end are never read, and a causal model's earlier positions
+   do not see them).
 
-The log-probabilities and greedy flags of step 2 are those lm-eval reads, in the request
-order, with lm-eval's ``cache_hook`` fed alike; lm-eval still builds the requests, scores
-the items and writes the samples. What cannot be shared - a request longer than the
-model's window (lm-eval truncates it from the left), or a model that returns no cache - is
-passed to ``HFLM``'s own path, and the reason counted in ``fallbacks``.
+The log-probabilities and greedy flags are those lm-eval reads, in the request order, with
+lm-eval's ``cache_hook`` fed alike; lm-eval still builds the requests, scores the items and
+writes the samples. Generation runs one request at a time from a copy of the KV cache of the
+prompt prefix its group of requests shares (a few-shot prompt: GSM8K's, each BBH subtask's).
+What cannot be shared - a request longer than the model's window (lm-eval truncates it from
+the left), a model that returns no cache - goes to ``HFLM``'s own path, the reason counted in
+``fallbacks``.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -50,48 +58,113 @@ def common_prefix(seqs: list[tuple[int, ...]]) -> int:
     return n
 
 
+def distinct_positions(seqs: set[tuple[int, ...]]) -> int:
+    """Token positions of the prefix tree of ``seqs``: what must run at least to compute
+    every position of every sequence once."""
+    total, prev = 0, ()
+    for s in sorted(seqs):
+        total += len(s) - common_prefix([prev, s])
+        prev = s
+    return total
+
+
+def prefix_groups(prompts: list[tuple[int, ...]], min_shared: int) -> list[tuple[int, ...]]:
+    """The prefixes that groups of at least two ``prompts`` share, ``min_shared`` tokens or
+    more (each leaves at least one token of each prompt to run): consecutive prompts in
+    sorted order sharing ``min_shared`` tokens with the group's first form a group."""
+    uniq = sorted(set(prompts))
+    out: list[tuple[int, ...]] = []
+    i = 0
+    while i < len(uniq):
+        j = i + 1
+        while j < len(uniq) and common_prefix([uniq[i][:min_shared], uniq[j]]) >= min_shared:
+            j += 1
+        if j - i >= 2:
+            n = min(common_prefix([uniq[i], uniq[j - 1]]), *(len(u) - 1 for u in uniq[i:j]))
+            if n >= min_shared:
+                out.append(uniq[i][:n])
+        i = j
+    return out
+
+
+def cache_bytes(cache: Any) -> int:
+    """Bytes of a transformers cache's key and value tensors (0 when it has no ``layers``)."""
+    total = 0
+    for layer in getattr(cache, "layers", ()):
+        for name in ("keys", "values"):
+            t = getattr(layer, name, None)
+            if isinstance(t, torch.Tensor):
+                total += t.numel() * t.element_size()
+    return total
+
+
+def _cache_arg(module: torch.nn.Module) -> str:
+    # transformers 5 renames the argument ``past_key_values`` to ``cache`` model by model
+    params = inspect.signature(module.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
 class SharedPrefixLM(HFLM):
     """``HFLM`` scoring log-likelihood requests on copies of shared KV caches (module doc).
 
-    Counters, of the log-likelihood requests this class scored: ``forward_tokens``, the
-    tokens it ran through the model (generation: the prompt tokens past the shared prefix
-    are added too); ``naive_tokens``, what ``HFLM`` runs for the same requests (each
-    context and continuation but its last token); ``floor_tokens``, what must be run at
-    least (each distinct context position once, each continuation token once: no
-    padding). ``fallbacks``: requests given to ``HFLM``'s path, by reason.
+    Counters, in token positions: ``forward_tokens``, run through the decoder by this class
+    (batch padding included; generation: each prompt past its cached prefix, and each cached
+    prefix once; generated tokens are not counted); ``head_tokens``, run through the
+    vocabulary head for log-likelihood requests; ``naive_tokens``, what ``HFLM`` runs for the
+    same requests, through the decoder and (log-likelihood) the head alike, batch padding not
+    included; ``floor_tokens``, the distinct positions of those inputs (their prefix tree):
+    the least any exact scorer must run through the decoder. ``fallbacks``: requests given
+    to ``HFLM``'s path (or, generating, run without a cached prefix), by reason.
     """
+
+    # generation: prompts share a prefix cache when they share at least this many tokens
+    MIN_SHARED_PROMPT = 16
+    # generation: the prefix caches kept at once (least recently used dropped past it)
+    PREFIX_CACHE_BYTES = 2 * 1024**3
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # transformers 5 renames the argument ``past_key_values`` to ``cache`` model by model
-        params = inspect.signature(self.model.forward).parameters
-        self._cache_arg = "cache" if "cache" in params else "past_key_values"
-        self._keeps_logits = "logits_to_keep" in params
+        self._cache_arg = _cache_arg(self.model)
+        self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        # the decoder without the vocabulary head, where the model has one apart
+        trunk = getattr(self.model, "base_model", None)
+        self._trunk = (
+            trunk if isinstance(trunk, torch.nn.Module) and trunk is not self.model else None
+        )
+        self._trunk_cache_arg = _cache_arg(self._trunk) if self._trunk is not None else ""
         self.forward_tokens = 0
+        self.head_tokens = 0
         self.naive_tokens = 0
         self.floor_tokens = 0
         self.fallbacks: dict[str, int] = {}
+        self._gen_prefixes: list[tuple[int, ...]] = []
+        self._gen_caches: OrderedDict[tuple[int, ...], Any] = OrderedDict()
 
     def _fallback(self, reason: str, n: int) -> None:
         if n:
             self.fallbacks[reason] = self.fallbacks.get(reason, 0) + n
             log.info("shared-prefix scoring: %d request(s) on lm-eval's own path: %s", n, reason)
 
-    def _forward(
-        self, ids: list[list[int]], cache: Any, logits: bool = True
-    ) -> tuple[torch.Tensor, Any]:
-        """Logits of ``ids`` (one row per batch member) after ``cache``; the extended cache.
-        ``logits=False``: a prefix, whose logits are not read - only the last position's
-        are computed (the vocabulary head is most of a small model's work per token)."""
+    def _forward(self, ids: list[list[int]], cache: Any, keep: int | None) -> tuple[Any, Any]:
+        """Run ``ids`` (one row per batch member) after ``cache``: the logits of the last
+        ``keep`` positions of each row (``None``: all; 0: none, the vocabulary head is not run
+        - it is most of a small model's work per token) and the extended cache."""
         x = torch.tensor(ids, dtype=torch.long, device=self.device)
         self.forward_tokens += x.numel()
-        kwargs = {self._cache_arg: cache}
-        if not logits and self._keeps_logits:
-            kwargs["logits_to_keep"] = 1
-        out = self.model(input_ids=x, use_cache=True, **kwargs)
+        logits = None
+        if keep == 0 and self._trunk is not None:
+            out = self._trunk(input_ids=x, use_cache=True, **{self._trunk_cache_arg: cache})
+        else:
+            kwargs: dict[str, Any] = {self._cache_arg: cache}
+            if keep is not None and self._keeps_logits:
+                kwargs["logits_to_keep"] = max(keep, 1)
+            out = self.model(input_ids=x, use_cache=True, **kwargs)
+            if keep != 0:
+                logits = out.logits if keep is None else out.logits[:, -keep:]
+                self.head_tokens += logits.shape[0] * logits.shape[1]
         if out.past_key_values is None:
             raise _NoCache
-        return out.logits, out.past_key_values
+        return logits, out.past_key_values
 
     def _loglikelihood_tokens(
         self,
@@ -104,19 +177,22 @@ class SharedPrefixLM(HFLM):
             return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
         res: list[tuple[float, bool] | None] = [None] * len(requests)
         own: list[int] = []  # requests for HFLM's path
-        groups: dict[tuple[int, ...], list[int]] = {}
+        # context -> its distinct continuation inputs (continuation[:-1]) -> requests
+        groups: dict[tuple[int, ...], dict[tuple[int, ...], list[int]]] = {}
         for i, (_, ctx, cont) in enumerate(requests):
             if len(ctx) + len(cont) > self.max_length + 1 or not ctx or not cont:
                 own.append(i)
             else:
-                groups.setdefault(tuple(ctx), []).append(i)
-                self.naive_tokens += len(ctx) + len(cont) - 1
-                self.floor_tokens += len(cont)
+                groups.setdefault(tuple(ctx), {}).setdefault(tuple(cont[:-1]), []).append(i)
+        # HFLM's inputs: one per distinct context + continuation[:-1] (its one-token lookup)
+        inputs = {c + r for c, rows in groups.items() for r in rows}
+        self.naive_tokens += sum(len(s) for s in inputs)
+        self.floor_tokens += distinct_positions(inputs)
         self._fallback("context and continuation longer than the model's window", len(own))
         try:
             self._score_groups(requests, groups, res, override_bs)
         except _NoCache:
-            self._fallback("the model returns no KV cache", sum(len(g) for g in groups.values()))
+            self._fallback("the model returns no KV cache", len(requests) - len(own))
             own = list(range(len(requests)))
             res = [None] * len(requests)
         if own:
@@ -133,110 +209,142 @@ class SharedPrefixLM(HFLM):
     def _score_groups(
         self,
         requests: list[Request],
-        groups: dict[tuple[int, ...], list[int]],
+        groups: dict[tuple[int, ...], dict[tuple[int, ...], list[int]]],
         res: list[tuple[float, bool] | None],
         override_bs: int | None,
     ) -> None:
+        """Walk the prefix tree of the contexts depth first, with an explicit stack (no
+        recursion limit): a node is (its contexts, the tokens its cache holds, the cache)."""
         bs = self.batch_size if self.batch_size != "auto" else (override_bs or 1)
-        self._score_node(requests, groups, sorted(groups), 0, None, res, max(1, int(bs)))
-
-    def _score_node(
-        self,
-        requests: list[Request],
-        groups: dict[tuple[int, ...], list[int]],
-        ctxs: list[tuple[int, ...]],
-        start: int,
-        cache: Any,
-        res: list[tuple[float, bool] | None],
-        bs: int,
-    ) -> None:
-        """Score the contexts ``ctxs``, whose first ``start`` tokens ``cache`` holds, on a
-        prefix tree: the tokens all of them share next run once, then each branch (the
-        contexts going on with the same token) goes on from its own copy of the cache."""
-        heads = [c[:-1] for c in ctxs]
-        shared = start + common_prefix([h[start:] for h in heads])
-        self.floor_tokens += shared - start
-        if shared > start:
-            _, cache = self._forward([list(heads[0][start:shared])], cache, logits=False)
-        branches: dict[int, list[tuple[int, ...]]] = {}
-        for c, h in zip(ctxs, heads, strict=True):
-            if len(h) == shared:  # its whole context but the last token is in the cache
-                self._score_continuations(requests, c, groups[c], cache, res, bs)
-            else:
-                branches.setdefault(h[shared], []).append(c)
-        for sub in branches.values():
-            branch = copy.deepcopy(cache) if cache is not None else None
-            self._score_node(requests, groups, sub, shared, branch, res, bs)
+        bs = max(1, int(bs))
+        # (contexts, tokens the cache holds, the cache, whether to copy it first); a node's
+        # last branch takes its cache and is pushed first, so it runs after its siblings
+        # copied theirs (each copy made only when its branch runs)
+        stack: list[tuple[list[tuple[int, ...]], int, Any, bool]] = [
+            (sorted(groups), 0, None, False)
+        ]
+        while stack:
+            ctxs, start, cache, copy_it = stack.pop()
+            if copy_it and cache is not None:
+                cache = copy.deepcopy(cache)
+            if len(ctxs) == 1 and len(groups[ctxs[0]]) == 1:
+                # one context with one continuation input: the rest of both in one forward
+                ctx = ctxs[0]
+                ((row, idxs),) = groups[ctx].items()
+                logits, _ = self._forward([[*ctx[start:], *row]], cache, keep=len(row) + 1)
+                self._answer(requests, idxs, logits[0], res)
+                continue
+            heads = [c[:-1] for c in ctxs]
+            shared = start + common_prefix([h[start:] for h in heads])
+            if shared > start:
+                _, cache = self._forward([list(heads[0][start:shared])], cache, keep=0)
+            branches: dict[int, list[tuple[int, ...]]] = {}
+            for c, h in zip(ctxs, heads, strict=True):
+                if len(h) == shared:  # all of its context but the last token is in the cache
+                    self._score_continuations(requests, c, groups[c], cache, res, bs)
+                else:
+                    branches.setdefault(h[shared], []).append(c)
+            subs = list(branches.values())
+            if subs:
+                stack.append((subs[-1], shared, cache, False))
+                stack.extend((sub, shared, cache, True) for sub in reversed(subs[:-1]))
 
     def _score_continuations(
         self,
         requests: list[Request],
         ctx: tuple[int, ...],
-        idxs: list[int],
+        rows: dict[tuple[int, ...], list[int]],
         cache: Any,
         res: list[tuple[float, bool] | None],
         bs: int,
     ) -> None:
-        """The requests ``idxs`` of context ``ctx`` (``cache`` holds all of it but its last
-        token), ``bs`` continuations per forward on a copy of the cache."""
-        for start in range(0, len(idxs), bs):
-            chunk = idxs[start : start + bs]
-            conts = [requests[i][2] for i in chunk]
-            width = max(len(c) for c in conts)
-            pad = conts[0][0]  # any token: padded positions are never read
-            rows = [[ctx[-1], *c[:-1]] + [pad] * (width - len(c)) for c in conts]
+        """The continuation inputs ``rows`` of context ``ctx`` (``cache`` holds all of it but
+        its last token), ``bs`` per forward on a copy of the cache, longest first."""
+        order = sorted(rows, key=len, reverse=True)
+        for start in range(0, len(order), bs):
+            chunk = order[start : start + bs]
+            width = len(chunk[0]) + 1
+            ids = [[ctx[-1], *r] + [ctx[-1]] * (width - 1 - len(r)) for r in chunk]
             c = copy.deepcopy(cache) if cache is not None else None
             if c is not None and len(chunk) > 1:
                 c.batch_repeat_interleave(len(chunk))
-            logits, _ = self._forward(rows, c)
-            logp = F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
-            for j, i in enumerate(chunk):
-                cont = torch.tensor(conts[j], dtype=torch.long, device=logp.device)
-                lp = logp[j, : len(cont)]
-                greedy = bool((lp.argmax(dim=-1) == cont).all())
-                answer = (float(lp.gather(1, cont[:, None]).sum()), greedy)
-                res[i] = answer
-                self.cache_hook.add_partial("loglikelihood", requests[i][0], answer)
+            logits, _ = self._forward(ids, c, keep=None)
+            for j, r in enumerate(chunk):
+                self._answer(requests, rows[r], logits[j, : len(r) + 1], res)
 
-    # generation: the prompt prefix every request shares, prefilled once
+    def _answer(
+        self,
+        requests: list[Request],
+        idxs: list[int],
+        logits: torch.Tensor,
+        res: list[tuple[float, bool] | None],
+    ) -> None:
+        """Score requests ``idxs`` (one context and continuation input) on ``logits``, the
+        positions from the context's last token on."""
+        logp = F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
+        for i in idxs:
+            cont = torch.tensor(requests[i][2], dtype=torch.long, device=logp.device)
+            lp = logp[: len(cont)]
+            greedy = bool((lp.argmax(dim=-1) == cont).all())
+            answer = (float(lp.gather(1, cont[:, None]).sum()), greedy)
+            res[i] = answer
+            self.cache_hook.add_partial("loglikelihood", requests[i][0], answer)
+
+    # generation: each group's shared prompt prefix prefilled once
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         """lm-eval's ``generate_until``, one request at a time (a batch is left-padded, so a
         shared prefix would sit at other positions in each row), each continuing from a copy
-        of the KV cache of the prefix all the requests' prompts share."""
+        of the KV cache of the prefix its group of prompts shares (``prefix_groups``)."""
         if self.backend != "causal" or not requests:
             self._fallback(f"backend {self.backend}: no shared causal prefix", len(requests))
             return super().generate_until(requests, disable_tqdm)
         encoded = [tuple(self.tok_encode(r.args[0])) for r in requests]
-        shared = common_prefix(encoded)
-        shared = min(shared, min(len(e) for e in encoded) - 1)  # one token left to run
-        self._gen_prefix = None
-        if shared > 0:
-            try:
-                with torch.inference_mode():
-                    _, cache = self._forward([list(encoded[0][:shared])], None, logits=False)
-                self._gen_prefix = (list(encoded[0][:shared]), cache)
-            except _NoCache:
-                self._fallback("the model returns no KV cache", len(requests))
+        self.naive_tokens += sum(len(e) for e in encoded)
+        self.floor_tokens += distinct_positions(set(encoded))
+        self._gen_prefixes = sorted(
+            prefix_groups(encoded, self.MIN_SHARED_PROMPT), key=len, reverse=True
+        )
+        if not self._gen_prefixes:  # nothing shared: lm-eval's batches as they are
+            self._fallback("no prompts share a prefix", len(requests))
+            return super().generate_until(requests, disable_tqdm)
         saved = self.batch_size_per_gpu
         self.batch_size_per_gpu = 1
         try:
             return super().generate_until(requests, disable_tqdm)
         finally:
             self.batch_size_per_gpu = saved
-            self._gen_prefix = None
+            self._gen_prefixes = []
+            self._gen_caches.clear()
+
+    def _prefix_cache(self, prefix: tuple[int, ...]) -> Any:
+        """The KV cache of ``prefix`` (computed once, kept while the budget allows)."""
+        if prefix in self._gen_caches:
+            self._gen_caches.move_to_end(prefix)
+            return self._gen_caches[prefix]
+        with torch.inference_mode():
+            _, cache = self._forward([list(prefix)], None, keep=0)
+        self._gen_caches[prefix] = cache
+        while len(self._gen_caches) > 1 and (
+            sum(cache_bytes(c) for c in self._gen_caches.values()) > self.PREFIX_CACHE_BYTES
+        ):
+            self._gen_caches.popitem(last=False)
+        return cache
 
     def _model_generate(self, context: Any, max_length: int, stop: list[str], **kwargs: Any):
-        prefix = getattr(self, "_gen_prefix", None)
-        if prefix is not None and context.shape[0] == 1:
-            tokens, cache = prefix
-            n = len(tokens)
-            if context.shape[1] > n and context[0, :n].tolist() == tokens:
+        row = tuple(context[0].tolist()) if context.shape[0] == 1 else ()
+        prefix = next((p for p in self._gen_prefixes if row[: len(p)] == p), None)
+        if prefix is not None and len(row) > len(prefix):
+            try:
                 # generate computes only the tokens the cache does not hold
-                kwargs[self._cache_arg] = copy.deepcopy(cache)
-                self.forward_tokens += context.shape[1] - n
-            else:  # truncated from the left, or tokenized otherwise in its batch
-                self._fallback("prompt does not start with the shared prefix", 1)
+                kwargs[self._cache_arg] = copy.deepcopy(self._prefix_cache(prefix))
+                row = row[len(prefix) :]
+            except _NoCache:
+                self._fallback("the model returns no KV cache", 1)
+                self._gen_prefixes = []
+        elif self._gen_prefixes:
+            self._fallback("prompt starts with no shared prefix (alone, or truncated)", 1)
+        self.forward_tokens += len(row) or context.numel()
         return super()._model_generate(context, max_length, stop, **kwargs)
 
 

@@ -16,7 +16,7 @@ from tests.tiny_model import build_tiny_model
 TOL = 1e-5
 
 
-@pytest.fixture(scope="module", params=["gemma3", "mistral"])
+@pytest.fixture(scope="module", params=["gemma3", "mistral", "gemma2"])
 def tiny(request, tmp_path_factory):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -68,22 +68,64 @@ def test_multiple_choice_log_likelihoods_match_lm_eval(tiny, batch_size, prefixe
     reqs = mc_requests(prefixes=prefixes)
     assert_same(shared._loglikelihood_tokens(reqs), ref._loglikelihood_tokens(reqs))
     # the work: every distinct token position of the contexts once (a prefix tree), then
-    # each batch of choices padded to its longest
+    # per context its distinct continuation inputs: one of them in the same forward as the
+    # context, several in batches padded to their longest
     heads = {tuple(c[:-1]) for _, c, _ in reqs}
     positions = {h[:k] for h in heads for k in range(1, len(h) + 1)}
-    by_ctx: dict[tuple, list[int]] = {}
+    rows_of: dict[tuple, set[tuple]] = {}
     for _, c, x in reqs:
-        by_ctx.setdefault(tuple(c), []).append(len(x))
-    rows = sum(
-        len(n[i : i + batch_size]) * max(n[i : i + batch_size])
-        for n in by_ctx.values()
-        for i in range(0, len(n), batch_size)
-    )
+        rows_of.setdefault(tuple(c), set()).add(tuple(x[:-1]))
+    rows = 0
+    for r in rows_of.values():
+        n = sorted((len(x) + 1 for x in r), reverse=True)
+        rows += sum(len(n[i : i + batch_size]) * n[i] for i in range(0, len(n), batch_size))
     assert shared.forward_tokens == len(positions) + rows
-    naive = sum(len(c) + len(x) - 1 for _, c, x in reqs)
-    assert shared.forward_tokens < naive / 2 and shared.naive_tokens == naive
-    assert shared.floor_tokens == len(positions) + sum(len(x) for _, _, x in reqs)
-    assert len(by_ctx) == 6 and not shared.fallbacks
+    assert shared.head_tokens == rows
+    inputs = {tuple(c) + tuple(x[:-1]) for _, c, x in reqs}  # lm-eval's, one per distinct
+    assert shared.naive_tokens == sum(len(i) for i in inputs)
+    assert shared.forward_tokens < shared.naive_tokens / 2
+    every = {i[:k] for i in inputs for k in range(1, len(i) + 1)}
+    assert shared.floor_tokens == len(every) <= shared.forward_tokens
+    assert len(rows_of) == 6 and not shared.fallbacks
+
+
+def test_one_token_answers_run_each_context_once_with_the_head_on_its_last_position(tiny):
+    """Answer letters behind each question (CommonsenseQA's form): lm-eval runs each
+    context once with the head at every position; here the decoder runs each distinct
+    position once and the head only where a log-likelihood is read."""
+    ref, shared = lms(tiny, 4)
+    rng = random.Random(3)
+    shots = [rng.randrange(5, 1000) for _ in range(40)]
+    questions = [[rng.randrange(5, 1000) for _ in range(8 + q)] for q in range(4)]
+    reqs = [
+        ((f"q{q}", letter), [*shots, *question], [letter])
+        for q, question in enumerate(questions)
+        for letter in (50, 51, 52, 53, 54)
+    ]
+    assert_same(shared._loglikelihood_tokens(reqs), ref._loglikelihood_tokens(reqs))
+    assert shared.forward_tokens == shared.floor_tokens == 40 + sum(8 + q for q in range(4))
+    assert shared.head_tokens == 4
+    assert shared.naive_tokens == 4 * 40 + sum(8 + q for q in range(4))
+
+
+def test_contexts_branching_at_hundreds_of_depths_need_no_recursion(tiny):
+    """A prefix tree hundreds of branch points deep is walked with an explicit stack: it
+    scores alike under a recursion limit only a little above the current depth."""
+    import inspect
+    import sys
+
+    ref, shared = lms(tiny, 2)
+    base = list(range(5, 305))
+    reqs = [((f"d{k}", "x"), [*base[:k], 900 + k % 50], [7, 8]) for k in range(1, 300)]
+    want = ref._loglikelihood_tokens(reqs)
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(len(inspect.stack()) + 200)
+    try:
+        got = shared._loglikelihood_tokens(reqs)
+    finally:
+        sys.setrecursionlimit(old)
+    assert_same(got, want)
+    assert not shared.fallbacks
 
 
 def test_a_changed_context_changes_only_its_own_item(tiny):
@@ -169,6 +211,8 @@ def test_benchmark_through_lm_eval_gives_the_same_samples(
 
 
 def test_greedy_generations_continue_from_the_shared_prefix_identically(tiny):
+    """Two groups of prompts behind two few-shot prompts (two BBH subtasks' form) and a
+    prompt alone: each group's prefix runs once, every generation is lm-eval's."""
     from lm_eval.api.instance import Instance
 
     from ecocompress.tasks.shared_prefix import SharedPrefixLM
@@ -177,26 +221,70 @@ def test_greedy_generations_continue_from_the_shared_prefix_identically(tiny):
     ref, _ = lms(tiny, 1)
     shared = SharedPrefixLM(pretrained=model, tokenizer=tok, batch_size=4)
     rng = random.Random(2)
-    shots = " ".join(str(rng.randrange(1000)) for _ in range(60))  # the fixed few-shot prompt
+    shots = [" ".join(str(rng.randrange(1000)) for _ in range(n)) for n in (60, 45)]
     gen = {"until": ["\n\n"], "max_gen_toks": 12, "do_sample": False}
+    prompts = [
+        f"{shots[i % 2]} Q: {' '.join(str(rng.randrange(1000)) for _ in range(n))} A:"
+        for i, n in enumerate((3, 9, 1, 5, 2))
+    ] + ["alone 1 2 3"]
     inst = [
-        Instance(
-            "generate_until",
-            doc={},
-            arguments=(
-                f"{shots} Q: {' '.join(str(rng.randrange(1000)) for _ in range(n))} A:",
-                gen,
-            ),
-            idx=i,
-        )
-        for i, n in enumerate((3, 9, 1))
+        Instance("generate_until", doc={}, arguments=(p, gen), idx=i) for i, p in enumerate(prompts)
     ]
     a = shared.generate_until(inst, disable_tqdm=True)
     b = ref.generate_until(inst, disable_tqdm=True)
     assert a == b and all(a)
-    assert shared.batch_size == 4 and not shared.fallbacks
-    # the prompts' own tokens and what was generated after them, not the prefix again
-    assert 0 < shared.forward_tokens < sum(len(tok(i.args[0])["input_ids"]) for i in inst)
+    assert shared.batch_size == 4
+    assert shared.fallbacks == {"prompt starts with no shared prefix (alone, or truncated)": 1}
+    # each prompt's own tokens past its group's prefix, each prefix once, the lone prompt
+    enc = [tok(p)["input_ids"] for p in prompts]
+    lcp = [
+        min(next(k for k in range(len(x)) if x[k] != y[k]) for x in group for y in group if x != y)
+        for group in (enc[0:5:2], enc[1:5:2])
+    ]
+    assert shared.forward_tokens == sum(len(e) for e in enc[:5]) - 3 * lcp[0] - 2 * lcp[1] + sum(
+        lcp
+    ) + len(enc[5])
+    assert shared.naive_tokens == sum(len(e) for e in enc)
+
+
+def test_generation_without_shared_prompts_keeps_lm_eval_batches(tiny):
+    from lm_eval.api.instance import Instance
+
+    from ecocompress.tasks.shared_prefix import SharedPrefixLM
+
+    model, tok = tiny
+    shared = SharedPrefixLM(pretrained=model, tokenizer=tok, batch_size=4)
+    gen = {"until": ["\n\n"], "max_gen_toks": 4, "do_sample": False}
+    inst = [
+        Instance("generate_until", doc={}, arguments=(p, gen), idx=i)
+        for i, p in enumerate(["1 2 3", "4 5 6 7"])
+    ]
+    seen = []
+    real = SharedPrefixLM._model_generate
+
+    def spy(self, context, *a, **k):
+        seen.append(context.shape[0])
+        return real(self, context, *a, **k)
+
+    SharedPrefixLM._model_generate = spy
+    try:
+        shared.generate_until(inst, disable_tqdm=True)
+    finally:
+        SharedPrefixLM._model_generate = real
+    assert seen == [2] and shared.fallbacks == {"no prompts share a prefix": 2}
+
+
+def test_prefix_groups_and_distinct_positions():
+    from ecocompress.tasks.shared_prefix import distinct_positions, prefix_groups
+
+    a = tuple(range(20))
+    prompts = [(*a, 1), (*a, 2, 3), (*a, 2, 4), (9, *a), tuple(range(100, 130)), (*a, 1)]
+    assert prefix_groups(prompts, 16) == [a]  # the lone and the repeated prompt share none
+    assert prefix_groups(prompts, 21) == [(*a, 2)]
+    assert prefix_groups(prompts, 22) == []
+    assert prefix_groups([(*a, 5), (*a, 5, 6)], 16) == [a]  # one token of each left to run
+    assert distinct_positions({(1, 2, 3), (1, 2, 4), (1, 5), (7,)}) == 6
+    assert distinct_positions(set()) == 0
 
 
 @pytest.mark.parametrize(
