@@ -1,20 +1,25 @@
 """Shared-prefix scoring against lm-eval's own path on dense gemma-3-270m: per-item
 agreement and CPU seconds per item, in one run of this script.
 
-    python -m tests.perf.shared_prefix [--dtypes float32,bfloat16] \\
-        [--benchmarks commonsenseqa,truthfulqa,bbh,gsm8k] [--limit 100] [--limits gsm8k=20]
+    python -m tests.perf.shared_prefix [--candidates fp32,bf16,int8,nf4] \\
+        [--benchmarks commonsenseqa,truthfulqa,bbh,gsm8k] [--limit 100] \\
+        [--limits bbh=34,gsm8k=20] [--quantized-limits truthfulqa=30,bbh=10,gsm8k=5]
 
-Both sides run ``tasks.evaluate.evaluate_benchmark`` on the same loaded model, the same
-items, shots, seed and batch size (4), in this process one after the other: ``--evaluator
+Each candidate is loaded as the pipeline loads it (tasks/quantize.py: fp32, bf16,
+bitsandbytes LLM.int8, NF4); ``--limit`` is items per lm-eval task (BBH: per subtask, three
+subtasks), ``--quantized-limits`` overrides it for int8 and NF4 (bitsandbytes on CPU is
+slow). Both sides run ``tasks.evaluate.evaluate_benchmark`` on the same loaded model, the
+same items, shots, seed and batch size (4), in this process one after the other: ``--evaluator
 lm-eval`` (lm-eval's ``HFLM``; its records equal the bare ``lm_eval`` CLI's item by item,
 tests/perf/parity.py) and ``--evaluator shared-prefix`` (tasks/shared_prefix.py). CPU
 seconds are ``time.process_time()`` around each call (every thread of this process,
-torch's included), divided by the items. Agreement, per item: the chosen answer (the
-choice with the highest log-likelihood, as lm-eval's ``acc``), every log-likelihood's
-absolute and relative difference, and for generation the generated text. The token
-counts are the shared-prefix scorer's own (tasks/shared_prefix.py): what it ran, what
-lm-eval runs for the same log-likelihood requests, and the floor. Writes
-``tests/perf/results/shared_prefix.json``.
+torch's included; lm-eval's task building included), divided by the items. Agreement, per
+item: the chosen answer (the choice with the highest log-likelihood, as lm-eval's ``acc``),
+every log-likelihood's absolute and relative difference, and for generation the generated
+text. The token counts are the shared-prefix scorer's own (tasks/shared_prefix.py): the
+positions it ran through the decoder and the head, what lm-eval's path runs for the same
+requests, and the floor (the distinct positions). Writes
+``tests/perf/results/<name>.json`` after each benchmark.
 """
 
 from __future__ import annotations
@@ -67,27 +72,41 @@ def agreement(a: dict, b: dict) -> dict[str, Any]:
     return out
 
 
-def main() -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+CANDIDATES = {
+    "fp32": (32, "none"),
+    "bf16": (16, "none"),
+    "int8": (8, "bitsandbytes"),
+    "nf4": (4, "bitsandbytes"),
+}
 
-    from ecocompress.tasks.evaluate import evaluate_benchmark
-    from ecocompress.tasks.specs import EvalSpec
+
+def main() -> None:
+    import os
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--dtypes", default="float32,bfloat16")
-    ap.add_argument("--benchmarks", default="gsm8k,commonsenseqa,truthfulqa,bbh")
+    ap.add_argument("--candidates", default="fp32,bf16,int8,nf4")
+    ap.add_argument("--benchmarks", default="commonsenseqa,truthfulqa,bbh,gsm8k")
     ap.add_argument("--limit", type=int, default=100)
-    ap.add_argument("--limits", default="gsm8k=20")
+    ap.add_argument("--limits", default="bbh=34,gsm8k=20")
+    ap.add_argument("--quantized-limits", default="truthfulqa=30,bbh=10,gsm8k=5")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--name", default="shared_prefix")
     a = ap.parse_args()
-    limits = dict(kv.split("=") for kv in a.limits.split(",") if kv)
     model_dir, data = common.ensure_reference(), common.data_dir()
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    os.environ["ECOCOMPRESS_HOME"] = str(common.base_home())
+
+    from ecocompress.tasks.download import resolve_model
+    from ecocompress.tasks.evaluate import evaluate_benchmark
+    from ecocompress.tasks.quantize import clear_loaded, load_candidate
+    from ecocompress.tasks.specs import EvalSpec, QuantSpec
+
     runs: dict[str, dict[str, Any]] = {}
-    for dtype in a.dtypes.split(","):
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
+    for cand in a.candidates.split(","):
+        bits, backend = CANDIDATES[cand]
+        limits = dict(kv.split("=") for kv in a.limits.split(",") if kv)
+        if bits in (8, 4):
+            limits.update(kv.split("=") for kv in a.quantized_limits.split(",") if kv)
+        model, tok = load_candidate(resolve_model(model_dir), QuantSpec(bits=bits, backend=backend))
         for b in a.benchmarks.split(","):
             limit = int(limits.get(b, a.limit))
             side: dict[str, Any] = {}
@@ -107,12 +126,13 @@ def main() -> None:
                         "notes": [n for n in r.notes if "shared prefixes" in n],
                         "samples": samples(r.results_path),
                     }
-                print(dtype, b, ev, side[ev]["cpu_s"], "s CPU", flush=True)
+                print(cand, b, ev, side[ev]["cpu_s"], "s CPU", flush=True)
             agree = agreement(side["lm-eval"].pop("samples"), side["shared-prefix"].pop("samples"))
             lm, sp = side["lm-eval"], side["shared-prefix"]
             se = math.hypot(lm["stderr"] or 0.0, sp["stderr"] or 0.0)
-            runs[f"{dtype}/{b}"] = {
-                "dtype": dtype,
+            runs[f"{cand}/{b}"] = {
+                "candidate": cand,
+                "quant": {"bits": bits, "backend": backend},
                 "benchmark": b,
                 "limit": limit,
                 "lm-eval": lm,
@@ -123,7 +143,7 @@ def main() -> None:
                 "combined_stderr": se,
                 "cpu_ratio": round(lm["cpu_s"] / sp["cpu_s"], 2) if sp["cpu_s"] else None,
             }
-            print(json.dumps(runs[f"{dtype}/{b}"], indent=1), flush=True)
+            print(json.dumps(runs[f"{cand}/{b}"], indent=1), flush=True)
             common.write(  # after each benchmark: a long run keeps what it measured
                 a.name,
                 {
@@ -133,7 +153,8 @@ def main() -> None:
                     "runs": runs,
                 },
             )
-        del model
+        del model, tok
+        clear_loaded()
 
 
 if __name__ == "__main__":
