@@ -13,7 +13,9 @@ same items, shots, seed and batch size (4), in this process one after the other:
 lm-eval`` (lm-eval's ``HFLM``; its records equal the bare ``lm_eval`` CLI's item by item,
 tests/perf/parity.py) and ``--evaluator shared-prefix`` (tasks/shared_prefix.py). CPU
 seconds are ``time.process_time()`` around each call (every thread of this process,
-torch's included; lm-eval's task building included), divided by the items. Agreement, per
+torch's included; lm-eval's task building included), divided by the items; each benchmark
+is first evaluated on one item, untimed (first-use costs: imports, the task index, the
+dataset's cache). Agreement, per
 item: the chosen answer (the choice with the highest log-likelihood, as lm-eval's ``acc``),
 every log-likelihood's absolute and relative difference, and for generation the generated
 text. The token counts are the shared-prefix scorer's own (tasks/shared_prefix.py): the
@@ -101,6 +103,7 @@ def main() -> None:
     from ecocompress.tasks.specs import EvalSpec, QuantSpec
 
     runs: dict[str, dict[str, Any]] = {}
+    warm: set[str] = set()
     for cand in a.candidates.split(","):
         bits, backend = CANDIDATES[cand]
         limits = dict(kv.split("=") for kv in a.limits.split(",") if kv)
@@ -109,6 +112,10 @@ def main() -> None:
         model, tok = load_candidate(resolve_model(model_dir), QuantSpec(bits=bits, backend=backend))
         for b in a.benchmarks.split(","):
             limit = int(limits.get(b, a.limit))
+            if b not in warm:  # one item, untimed: the process's and the dataset's first-use costs
+                with tempfile.TemporaryDirectory() as out:
+                    evaluate_benchmark(model, tok, EvalSpec(benchmark=b, limit=1), data, Path(out))
+                warm.add(b)
             side: dict[str, Any] = {}
             for ev in ("lm-eval", "shared-prefix"):
                 spec = EvalSpec(benchmark=b, limit=limit, batch_size=a.batch_size, evaluator=ev)
