@@ -33,7 +33,6 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
-from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -87,17 +86,6 @@ def prefix_groups(prompts: list[tuple[int, ...]], min_shared: int) -> list[tuple
     return out
 
 
-def cache_bytes(cache: Any) -> int:
-    """Bytes of a transformers cache's key and value tensors (0 when it has no ``layers``)."""
-    total = 0
-    for layer in getattr(cache, "layers", ()):
-        for name in ("keys", "values"):
-            t = getattr(layer, name, None)
-            if isinstance(t, torch.Tensor):
-                total += t.numel() * t.element_size()
-    return total
-
-
 def _cache_arg(module: torch.nn.Module) -> str:
     # transformers 5 renames the argument ``past_key_values`` to ``cache`` model by model
     params = inspect.signature(module.forward).parameters
@@ -119,8 +107,6 @@ class SharedPrefixLM(HFLM):
 
     # generation: prompts share a prefix cache when they share at least this many tokens
     MIN_SHARED_PROMPT = 16
-    # generation: the prefix caches kept at once (least recently used dropped past it)
-    PREFIX_CACHE_BYTES = 2 * 1024**3
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -137,8 +123,8 @@ class SharedPrefixLM(HFLM):
         self.naive_tokens = 0
         self.floor_tokens = 0
         self.fallbacks: dict[str, int] = {}
-        self._gen_prefixes: list[tuple[int, ...]] = []
-        self._gen_caches: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        self._gen_prefix: tuple[int, ...] | None = None  # the group being generated
+        self._gen_states: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def _fallback(self, reason: str, n: int) -> None:
         if n:
@@ -293,58 +279,98 @@ class SharedPrefixLM(HFLM):
     # generation: each group's shared prompt prefix prefilled once
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
-        """lm-eval's ``generate_until``, one request at a time (a batch is left-padded, so a
-        shared prefix would sit at other positions in each row), each continuing from a copy
-        of the KV cache of the prefix its group of prompts shares (``prefix_groups``)."""
+        """lm-eval's ``generate_until``, one group of prompts sharing a prefix
+        (``prefix_groups``) after the other, in lm-eval's batches: each batch continues from
+        the group's prefix cache, laid out as lm-eval lays out its left-padded batch."""
         if self.backend != "causal" or not requests:
             self._fallback(f"backend {self.backend}: no shared causal prefix", len(requests))
             return super().generate_until(requests, disable_tqdm)
         encoded = [tuple(self.tok_encode(r.args[0])) for r in requests]
         self.naive_tokens += sum(len(e) for e in encoded)
         self.floor_tokens += distinct_positions(set(encoded))
-        self._gen_prefixes = sorted(
-            prefix_groups(encoded, self.MIN_SHARED_PROMPT), key=len, reverse=True
-        )
-        if not self._gen_prefixes:  # nothing shared: lm-eval's batches as they are
-            self._fallback("no prompts share a prefix", len(requests))
-            return super().generate_until(requests, disable_tqdm)
-        saved = self.batch_size_per_gpu
-        self.batch_size_per_gpu = 1
-        try:
-            return super().generate_until(requests, disable_tqdm)
-        finally:
-            self.batch_size_per_gpu = saved
-            self._gen_prefixes = []
-            self._gen_caches.clear()
+        prefixes = sorted(prefix_groups(encoded, self.MIN_SHARED_PROMPT), key=len, reverse=True)
+        parts: dict[tuple[int, ...] | None, list[int]] = {}
+        for i, e in enumerate(encoded):
+            p = next((p for p in prefixes if len(e) > len(p) and e[: len(p)] == p), None)
+            parts.setdefault(p, []).append(i)
+        out: list[str | None] = [None] * len(requests)
+        for prefix, idxs in parts.items():
+            if prefix is None:
+                self._fallback("prompt shares no prefix with another", len(idxs))
+            self._gen_prefix, self._gen_states = prefix, None
+            try:
+                got = super().generate_until([requests[i] for i in idxs], disable_tqdm)
+            finally:
+                self._gen_prefix, self._gen_states = None, None
+            for i, text in zip(idxs, got, strict=True):
+                out[i] = text
+        return out  # type: ignore[return-value]
 
-    def _prefix_cache(self, prefix: tuple[int, ...]) -> Any:
-        """The KV cache of ``prefix`` (computed once, kept while the budget allows)."""
-        if prefix in self._gen_caches:
-            self._gen_caches.move_to_end(prefix)
-            return self._gen_caches[prefix]
+    def _prefix_states(self, prefix: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every layer's keys and values of ``prefix`` (batch 1, all positions: a cache of
+        full layers, so a sliding-window layer keeps the past that padded rows still see)."""
+        from transformers import DynamicCache
+
         with torch.inference_mode():
-            _, cache = self._forward([list(prefix)], None, keep=0)
-        self._gen_caches[prefix] = cache
-        while len(self._gen_caches) > 1 and (
-            sum(cache_bytes(c) for c in self._gen_caches.values()) > self.PREFIX_CACHE_BYTES
-        ):
-            self._gen_caches.popitem(last=False)
+            _, cache = self._forward([list(prefix)], DynamicCache(), keep=0)
+        states = [(layer.keys, layer.values) for layer in getattr(cache, "layers", ())]
+        if not states or any(k.shape[-2] != len(prefix) for k, _ in states):
+            raise _NoCache
+        return states
+
+    def _batch_cache(
+        self, states: list[tuple[torch.Tensor, torch.Tensor]], pads: list[int], n: int
+    ):
+        """The cache of the first ``n`` slots of a left-padded batch whose row ``r`` has
+        ``pads[r]`` padding slots and then the prefix: zeros on padding (masked, never
+        read), the prefix's states after; in the cache layers ``generate`` would make."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+
+        def rows(t: torch.Tensor) -> torch.Tensor:
+            out = []
+            for pad in pads:
+                z = min(pad, n)
+                zeros = t.new_zeros((*t.shape[:-2], z, t.shape[-1]))
+                out.append(torch.cat([zeros, t[..., : n - z, :]], dim=-2))
+            return torch.cat(out, dim=0)
+
+        for idx, (k, v) in enumerate(states):
+            cache.update(rows(k), rows(v), idx)
         return cache
 
     def _model_generate(self, context: Any, max_length: int, stop: list[str], **kwargs: Any):
-        row = tuple(context[0].tolist()) if context.shape[0] == 1 else ()
-        prefix = next((p for p in self._gen_prefixes if row[: len(p)] == p), None)
-        if prefix is not None and len(row) > len(prefix):
-            try:
-                # generate computes only the tokens the cache does not hold
-                kwargs[self._cache_arg] = copy.deepcopy(self._prefix_cache(prefix))
-                row = row[len(prefix) :]
-            except _NoCache:
-                self._fallback("the model returns no KV cache", 1)
-                self._gen_prefixes = []
-        elif self._gen_prefixes:
-            self._fallback("prompt starts with no shared prefix (alone, or truncated)", 1)
-        self.forward_tokens += len(row) or context.numel()
+        prefix = self._gen_prefix
+        if prefix is not None:
+            mask = kwargs.get("attention_mask")
+            real = [
+                context[r][mask[r].bool()] if mask is not None else context[r]
+                for r in range(context.shape[0])
+            ]
+            if all(
+                len(x) > len(prefix) and tuple(x[: len(prefix)].tolist()) == prefix for x in real
+            ):
+                try:
+                    if self._gen_states is None:
+                        self._gen_states = self._prefix_states(prefix)
+                except _NoCache:
+                    self._fallback("the model returns no cache of full layers", context.shape[0])
+                    self._gen_prefix = None
+                else:
+                    pads = [context.shape[1] - len(x) for x in real]
+                    n = len(prefix) + min(
+                        pads
+                    )  # slots that hold padding or the prefix in every row
+                    # generate computes only the slots the cache does not hold
+                    kwargs[self._cache_arg] = self._batch_cache(self._gen_states, pads, n)
+                    self.forward_tokens += context.shape[0] * (context.shape[1] - n)
+                    return super()._model_generate(context, max_length, stop, **kwargs)
+            else:
+                self._fallback(
+                    "prompt truncated from the left: its group's prefix is cut", context.shape[0]
+                )
+        self.forward_tokens += context.numel()
         return super()._model_generate(context, max_length, stop, **kwargs)
 
 
