@@ -21,10 +21,12 @@ and the vocabulary head runs at every position. ``SharedPrefixLM`` runs, per cal
 
 The log-probabilities and greedy flags are those lm-eval reads, in the request order, with
 lm-eval's ``cache_hook`` fed alike; lm-eval still builds the requests, scores the items and
-writes the samples. Generation runs one request at a time from a copy of the KV cache of the
-prompt prefix its group of requests shares (a few-shot prompt: GSM8K's, each BBH subtask's).
-What cannot be shared - a request longer than the model's window (lm-eval truncates it from
-the left), a model that returns no cache - goes to ``HFLM``'s own path, the reason counted in
+writes the samples. Generation goes group by group of prompts sharing a prefix (a few-shot
+prompt: GSM8K's, each BBH subtask's), in lm-eval's own batches: the prefix runs once, and
+each left-padded batch continues from its keys and values placed where lm-eval's padding puts
+them (decoding itself is the same work on both paths). What cannot be shared - a request
+longer than the model's window (lm-eval truncates it from the left), a model that returns no
+cache, a prompt sharing no prefix - goes to ``HFLM``'s own path, the reason counted in
 ``fallbacks``.
 """
 
@@ -96,13 +98,13 @@ class SharedPrefixLM(HFLM):
     """``HFLM`` scoring log-likelihood requests on copies of shared KV caches (module doc).
 
     Counters, in token positions: ``forward_tokens``, run through the decoder by this class
-    (batch padding included; generation: each prompt past its cached prefix, and each cached
+    (batch padding included; generation: each batch's slots past its cached prefix, and each
     prefix once; generated tokens are not counted); ``head_tokens``, run through the
     vocabulary head for log-likelihood requests; ``naive_tokens``, what ``HFLM`` runs for the
-    same requests, through the decoder and (log-likelihood) the head alike, batch padding not
-    included; ``floor_tokens``, the distinct positions of those inputs (their prefix tree):
-    the least any exact scorer must run through the decoder. ``fallbacks``: requests given
-    to ``HFLM``'s path (or, generating, run without a cached prefix), by reason.
+    same requests (generation: the prompts), through the decoder and (log-likelihood) the
+    head alike, batch padding not included; ``floor_tokens``, the distinct positions of those
+    inputs (their prefix tree): the least any exact scorer must run through the decoder.
+    ``fallbacks``: requests given to ``HFLM``'s path unchanged, by reason.
     """
 
     # generation: prompts share a prefix cache when they share at least this many tokens
