@@ -107,6 +107,9 @@ class SharedPrefixLM(HFLM):
     ``fallbacks``: requests given to ``HFLM``'s path unchanged, by reason.
     """
 
+    # log-likelihood: positions per vocabulary-head batch (one call reads all of the head's
+    # weights, ~0.7 GB for gemma-3-270m in fp32, whether for 1 row or 256)
+    HEAD_ROWS = 256
     # generation: prompts share a prefix cache when they share at least this many tokens
     MIN_SHARED_PROMPT = 16
 
@@ -120,6 +123,9 @@ class SharedPrefixLM(HFLM):
             trunk if isinstance(trunk, torch.nn.Module) and trunk is not self.model else None
         )
         self._trunk_cache_arg = _cache_arg(self._trunk) if self._trunk is not None else ""
+        self._head = self.model.get_output_embeddings() if self._trunk is not None else None
+        self._head_ok: bool | None = None  # see _head_applies
+        self._pending: list[tuple[list[int], torch.Tensor]] = []  # (requests, hidden states)
         self.forward_tokens = 0
         self.head_tokens = 0
         self.naive_tokens = 0
@@ -136,12 +142,14 @@ class SharedPrefixLM(HFLM):
     def _forward(self, ids: list[list[int]], cache: Any, keep: int | None) -> tuple[Any, Any]:
         """Run ``ids`` (one row per batch member) after ``cache``: the logits of the last
         ``keep`` positions of each row (``None``: all; 0: none, the vocabulary head is not run
-        - it is most of a small model's work per token) and the extended cache."""
+        - it is most of a small model's work per token - and the trunk's last hidden states
+        come back instead, or ``None`` without a trunk) and the extended cache."""
         x = torch.tensor(ids, dtype=torch.long, device=self.device)
         self.forward_tokens += x.numel()
         logits = None
         if keep == 0 and self._trunk is not None:
             out = self._trunk(input_ids=x, use_cache=True, **{self._trunk_cache_arg: cache})
+            logits = out.last_hidden_state
         else:
             kwargs: dict[str, Any] = {self._cache_arg: cache}
             if keep is not None and self._keeps_logits:
@@ -153,6 +161,48 @@ class SharedPrefixLM(HFLM):
         if out.past_key_values is None:
             raise _NoCache
         return logits, out.past_key_values
+
+    def _head_applies(self) -> bool:
+        """Whether the logits are the output embedding applied to the trunk's last hidden
+        states, nothing after it (Gemma-2's soft-capping, a logit scale: no), checked once
+        on three tokens (not counted); then the head runs apart from the decoder, on the positions whose
+        log-likelihoods are read only, ``HEAD_ROWS`` of them per call."""
+        if self._head_ok is None:
+            self._head_ok = False
+            if isinstance(self._head, torch.nn.Module):
+                x = torch.tensor([[1, 2, 3]], dtype=torch.long, device=self.device)
+                with torch.inference_mode():
+                    want = self.model(input_ids=x, use_cache=False).logits
+                    got = self._head(self._trunk(input_ids=x, use_cache=False).last_hidden_state)
+                self._head_ok = got.shape == want.shape and torch.allclose(
+                    got.float(), want.float(), rtol=1e-5, atol=1e-5
+                )
+        return self._head_ok
+
+    def _defer(
+        self,
+        requests: list[Request],
+        idxs: list[int],
+        hidden: torch.Tensor,
+        res: list[tuple[float, bool] | None],
+    ) -> None:
+        """Queue requests ``idxs`` with the hidden states of their read positions; score
+        the queue once it holds ``HEAD_ROWS`` positions."""
+        self._pending.append((idxs, hidden))
+        if sum(h.shape[0] for _, h in self._pending) >= self.HEAD_ROWS:
+            self._flush(requests, res)
+
+    def _flush(self, requests: list[Request], res: list[tuple[float, bool] | None]) -> None:
+        """The vocabulary head on every queued position in one call; score the requests."""
+        if not self._pending:
+            return
+        logits = self._head(torch.cat([h for _, h in self._pending]))
+        self.head_tokens += logits.shape[0]
+        at = 0
+        for idxs, h in self._pending:
+            self._answer(requests, idxs, logits[at : at + h.shape[0]], res)
+            at += h.shape[0]
+        self._pending.clear()
 
     def _loglikelihood_tokens(
         self,
@@ -180,6 +230,7 @@ class SharedPrefixLM(HFLM):
         try:
             self._score_groups(requests, groups, res, override_bs)
         except _NoCache:
+            self._pending.clear()
             self._fallback("the model returns no KV cache", len(requests) - len(own))
             own = list(range(len(requests)))
             res = [None] * len(requests)
@@ -205,6 +256,7 @@ class SharedPrefixLM(HFLM):
         recursion limit): a node is (its contexts, the tokens its cache holds, the cache)."""
         bs = self.batch_size if self.batch_size != "auto" else (override_bs or 1)
         bs = max(1, int(bs))
+        defer = self._head_applies()
         # (contexts, tokens the cache holds, the cache, whether to copy it first); a node's
         # last branch takes its cache and is pushed first, so it runs after its siblings
         # copied theirs (each copy made only when its branch runs)
@@ -219,8 +271,13 @@ class SharedPrefixLM(HFLM):
                 # one context with one continuation input: the rest of both in one forward
                 ctx = ctxs[0]
                 ((row, idxs),) = groups[ctx].items()
-                logits, _ = self._forward([[*ctx[start:], *row]], cache, keep=len(row) + 1)
-                self._answer(requests, idxs, logits[0], res)
+                ids = [[*ctx[start:], *row]]
+                if defer:
+                    hidden, _ = self._forward(ids, cache, keep=0)
+                    self._defer(requests, idxs, hidden[0, -(len(row) + 1) :], res)
+                else:
+                    logits, _ = self._forward(ids, cache, keep=len(row) + 1)
+                    self._answer(requests, idxs, logits[0], res)
                 continue
             heads = [c[:-1] for c in ctxs]
             shared = start + common_prefix([h[start:] for h in heads])
@@ -229,13 +286,14 @@ class SharedPrefixLM(HFLM):
             branches: dict[int, list[tuple[int, ...]]] = {}
             for c, h in zip(ctxs, heads, strict=True):
                 if len(h) == shared:  # all of its context but the last token is in the cache
-                    self._score_continuations(requests, c, groups[c], cache, res, bs)
+                    self._score_continuations(requests, c, groups[c], cache, res, bs, defer)
                 else:
                     branches.setdefault(h[shared], []).append(c)
             subs = list(branches.values())
             if subs:
                 stack.append((subs[-1], shared, cache, False))
                 stack.extend((sub, shared, cache, True) for sub in reversed(subs[:-1]))
+        self._flush(requests, res)
 
     def _score_continuations(
         self,
@@ -245,9 +303,11 @@ class SharedPrefixLM(HFLM):
         cache: Any,
         res: list[tuple[float, bool] | None],
         bs: int,
+        defer: bool,
     ) -> None:
         """The continuation inputs ``rows`` of context ``ctx`` (``cache`` holds all of it but
-        its last token), ``bs`` per forward on a copy of the cache, longest first."""
+        its last token), ``bs`` per forward on a copy of the cache, longest first; ``defer``:
+        the head later, on each row's own positions (``_defer``)."""
         order = sorted(rows, key=len, reverse=True)
         for start in range(0, len(order), bs):
             chunk = order[start : start + bs]
@@ -256,9 +316,12 @@ class SharedPrefixLM(HFLM):
             c = copy.deepcopy(cache) if cache is not None else None
             if c is not None and len(chunk) > 1:
                 c.batch_repeat_interleave(len(chunk))
-            logits, _ = self._forward(ids, c, keep=None)
+            out, _ = self._forward(ids, c, keep=0 if defer else None)
             for j, r in enumerate(chunk):
-                self._answer(requests, rows[r], logits[j, : len(r) + 1], res)
+                if defer:
+                    self._defer(requests, rows[r], out[j, : len(r) + 1], res)
+                else:
+                    self._answer(requests, rows[r], out[j, : len(r) + 1], res)
 
     def _answer(
         self,
