@@ -3,24 +3,26 @@ agreement and CPU seconds per item, in one run of this script.
 
     python -m tests.perf.shared_prefix [--candidates fp32,bf16,int8,nf4] \\
         [--benchmarks commonsenseqa,truthfulqa,bbh,gsm8k] [--limit 100] \\
-        [--limits bbh=34,gsm8k=20] [--quantized-limits truthfulqa=30,bbh=10,gsm8k=5]
+        [--limits bbh=34,gsm8k=20] [--quantized-limits truthfulqa=30,bbh=10,gsm8k=5] \\
+        [--compare shared-prefix | lm-eval@1] [--name shared_prefix]
 
 Each candidate is loaded as the pipeline loads it (tasks/quantize.py: fp32, bf16,
-bitsandbytes LLM.int8, NF4); ``--limit`` is items per lm-eval task (BBH: per subtask, three
-subtasks), ``--quantized-limits`` overrides it for int8 and NF4 (bitsandbytes on CPU is
-slow). Both sides run ``tasks.evaluate.evaluate_benchmark`` on the same loaded model, the
-same items, shots, seed and batch size (4), in this process one after the other: ``--evaluator
-lm-eval`` (lm-eval's ``HFLM``; its records equal the bare ``lm_eval`` CLI's item by item,
-tests/perf/parity.py) and ``--evaluator shared-prefix`` (tasks/shared_prefix.py). CPU
-seconds are ``time.process_time()`` around each call (every thread of this process,
-torch's included; lm-eval's task building included), divided by the items; each benchmark
-is first evaluated on one item, untimed (first-use costs: imports, the task index, the
-dataset's cache). Agreement, per
-item: the chosen answer (the choice with the highest log-likelihood, as lm-eval's ``acc``),
-every log-likelihood's absolute and relative difference, and for generation the generated
-text. The token counts are the shared-prefix scorer's own (tasks/shared_prefix.py): the
-positions it ran through the decoder and the head, what lm-eval's path runs for the same
-requests, and the floor (the distinct positions). Writes
+bitsandbytes LLM.int8, NF4); ``--limit`` is items per lm-eval task (BBH: per subtask,
+three subtasks), ``--quantized-limits`` overrides it for int8 and NF4 (bitsandbytes on CPU
+is slow). Both sides run ``tasks.evaluate.evaluate_benchmark`` on the same loaded model,
+the same items, shots, seed and batch size (4), in this process one after the other:
+``--evaluator lm-eval`` (lm-eval's ``HFLM``; its records equal the bare ``lm_eval`` CLI's
+item by item, tests/perf/parity.py) and ``--evaluator shared-prefix``
+(tasks/shared_prefix.py). CPU seconds are ``time.process_time()`` around each call (every
+thread of this process, torch's included; lm-eval's task building included), divided by
+the items; each benchmark is first evaluated on one item, untimed (first-use costs:
+imports, the task index, the dataset's cache). Agreement, per item: the chosen answer (the
+choice with the highest log-likelihood, as lm-eval's ``acc``), every log-likelihood's
+absolute and relative difference, and for generation the generated text. ``--compare
+lm-eval@1`` compares lm-eval with itself at batch size 1 instead: how much a batch shape
+alone moves its answers (bf16's rounding). The token counts are the shared-prefix scorer's
+own (tasks/shared_prefix.py): the positions it ran through the decoder and the head, what
+lm-eval's path runs for the same requests, and the floor (the distinct positions). Writes
 ``tests/perf/results/<name>.json`` after each benchmark.
 """
 
@@ -93,6 +95,9 @@ def main() -> None:
     ap.add_argument("--quantized-limits", default="truthfulqa=30,bbh=10,gsm8k=5")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--name", default="shared_prefix")
+    # what lm-eval (at --batch-size) is compared with: an evaluator, @ a batch size if not
+    # --batch-size's ("lm-eval@1": lm-eval against itself, its own batch-shape noise)
+    ap.add_argument("--compare", default="shared-prefix")
     a = ap.parse_args()
     model_dir, data = common.ensure_reference(), common.data_dir()
     os.environ["ECOCOMPRESS_HOME"] = str(common.base_home())
@@ -102,6 +107,8 @@ def main() -> None:
     from ecocompress.tasks.quantize import clear_loaded, load_candidate
     from ecocompress.tasks.specs import EvalSpec, QuantSpec
 
+    ev2, _, bs2 = a.compare.partition("@")
+    sides = {"lm-eval": ("lm-eval", a.batch_size), a.compare: (ev2, int(bs2 or a.batch_size))}
     runs: dict[str, dict[str, Any]] = {}
     warm: set[str] = set()
     for cand in a.candidates.split(","):
@@ -117,13 +124,13 @@ def main() -> None:
                     evaluate_benchmark(model, tok, EvalSpec(benchmark=b, limit=1), data, Path(out))
                 warm.add(b)
             side: dict[str, Any] = {}
-            for ev in ("lm-eval", "shared-prefix"):
-                spec = EvalSpec(benchmark=b, limit=limit, batch_size=a.batch_size, evaluator=ev)
+            for label, (ev, bs) in sides.items():
+                spec = EvalSpec(benchmark=b, limit=limit, batch_size=bs, evaluator=ev)
                 with tempfile.TemporaryDirectory() as out:
                     t0, c0 = time.perf_counter(), time.process_time()
                     r = evaluate_benchmark(model, tok, spec, data, Path(out))
                     cpu, wall = time.process_time() - c0, time.perf_counter() - t0
-                    side[ev] = {
+                    side[label] = {
                         "score": r.score,
                         "stderr": r.stderr,
                         "items": r.n_items,
@@ -133,17 +140,18 @@ def main() -> None:
                         "notes": [n for n in r.notes if "shared prefixes" in n],
                         "samples": samples(r.results_path),
                     }
-                print(cand, b, ev, side[ev]["cpu_s"], "s CPU", flush=True)
-            agree = agreement(side["lm-eval"].pop("samples"), side["shared-prefix"].pop("samples"))
-            lm, sp = side["lm-eval"], side["shared-prefix"]
+                print(cand, b, label, side[label]["cpu_s"], "s CPU", flush=True)
+            agree = agreement(side["lm-eval"].pop("samples"), side[a.compare].pop("samples"))
+            lm, sp = side["lm-eval"], side[a.compare]
             se = math.hypot(lm["stderr"] or 0.0, sp["stderr"] or 0.0)
             runs[f"{cand}/{b}"] = {
                 "candidate": cand,
                 "quant": {"bits": bits, "backend": backend},
                 "benchmark": b,
                 "limit": limit,
+                "compared": a.compare,
                 "lm-eval": lm,
-                "shared-prefix": sp,
+                a.compare: sp,
                 "agreement": agree,
                 "score_difference": sp["score"] - lm["score"],
                 "within_one_stderr": abs(sp["score"] - lm["score"]) <= (lm["stderr"] or 0.0),
