@@ -1,6 +1,7 @@
 """Parity with the bare lm-eval CLI: ``evaluate_benchmark`` on the tiny model and
 ``python -m lm_eval`` on its folder give the same per-item results for every lm-eval benchmark
-(the curated ones, and arc_easy and piqa through the generic lm-eval task path).
+(the curated ones, and arc_easy and piqa through the generic lm-eval task path), with either
+evaluator (``--evaluator lm-eval`` and ``shared-prefix``).
 
 Same model folder (float32), generated task YAMLs, items (limit 3 per task), shots, batch
 size, generation budget and seed. The CLI runs in one subprocess that calls lm-eval's own
@@ -48,13 +49,22 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield d
 
 
-def spec(name: str) -> EvalSpec:
-    return EvalSpec(benchmark=name, limit=LIMIT, batch_size=BATCH, max_gen_toks=MAX_GEN_TOKS)
+def spec(name: str, evaluator: str = "lm-eval") -> EvalSpec:
+    return EvalSpec(
+        benchmark=name,
+        limit=LIMIT,
+        batch_size=BATCH,
+        max_gen_toks=MAX_GEN_TOKS,
+        evaluator=evaluator,
+    )
 
 
-@pytest.fixture(scope="module")
-def pipeline(tiny_model_dir: Path, shared_data_dir: Path, tmp_path_factory) -> dict[str, dict]:
-    """lm-eval output of ``evaluate_benchmark`` per benchmark (samples included)."""
+@pytest.fixture(scope="module", params=["lm-eval", "shared-prefix"])
+def pipeline(
+    request, tiny_model_dir: Path, shared_data_dir: Path, tmp_path_factory
+) -> dict[str, dict]:
+    """lm-eval output of ``evaluate_benchmark`` per benchmark (samples included), with
+    lm-eval's own ``HFLM`` and with the shared-prefix scorer (tasks/shared_prefix.py)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -64,7 +74,12 @@ def pipeline(tiny_model_dir: Path, shared_data_dir: Path, tmp_path_factory) -> d
     runs = {}
     for b in BENCHMARKS:
         r = evaluate_benchmark(
-            model, tok, spec(b), shared_data_dir, out, allow_code_execution=b == "humaneval"
+            model,
+            tok,
+            spec(b, request.param),
+            shared_data_dir,
+            out,
+            allow_code_execution=b == "humaneval",
         )
         runs[b] = {"out": json.loads(Path(r.results_path).read_text()), "tasks": r.tasks}
     return runs
