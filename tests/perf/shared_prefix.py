@@ -18,7 +18,9 @@ thread of this process, torch's included; lm-eval's task building included), div
 the items; each benchmark is first evaluated on one item, untimed (first-use costs:
 imports, the task index, the dataset's cache). Agreement, per item: the chosen answer (the
 choice with the highest log-likelihood, as lm-eval's ``acc``), every log-likelihood's
-absolute and relative difference, and for generation the generated text. ``--compare
+absolute and relative difference, and for generation the generated text; with it the
+positions ``generate`` decoded on each side (rows x new tokens: a changed generation can
+change its batch's length, and with it the CPU time). ``--compare
 lm-eval@1`` compares lm-eval with itself at batch size 1 instead: how much a batch shape
 alone moves its answers (bf16's rounding). The token counts are the shared-prefix scorer's
 own (tasks/shared_prefix.py): the positions it ran through the decoder and the head, what
@@ -76,6 +78,22 @@ def agreement(a: dict, b: dict) -> dict[str, Any]:
     return out
 
 
+class GenerateCount:
+    """Wraps a model's ``generate`` (both evaluators call ``self.model.generate`` with
+    ``input_ids``): its calls, and the positions it decoded, rows x new tokens (a row that
+    has met its stop sequence is decoded on until its batch ends, as lm-eval's are)."""
+
+    def __init__(self, model: Any) -> None:
+        self.generate, self.calls, self.positions = model.generate, 0, 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        out = self.generate(*args, **kwargs)
+        ids = kwargs["input_ids"] if "input_ids" in kwargs else args[0]
+        self.calls += 1
+        self.positions += out.shape[0] * (out.shape[1] - ids.shape[1])
+        return out
+
+
 CANDIDATES = {
     "fp32": (32, "none"),
     "bf16": (16, "none"),
@@ -126,6 +144,7 @@ def main() -> None:
             side: dict[str, Any] = {}
             for label, (ev, bs) in sides.items():
                 spec = EvalSpec(benchmark=b, limit=limit, batch_size=bs, evaluator=ev)
+                model.generate = gen = GenerateCount(model)  # on the instance, for this side
                 with tempfile.TemporaryDirectory() as out:
                     t0, c0 = time.perf_counter(), time.process_time()
                     r = evaluate_benchmark(model, tok, spec, data, Path(out))
@@ -138,8 +157,11 @@ def main() -> None:
                         "wall_s": round(wall, 1),
                         "cpu_s_per_item": round(cpu / r.n_items, 3),
                         "notes": [n for n in r.notes if "shared prefixes" in n],
+                        "generate_calls": gen.calls,
+                        "generated_positions": gen.positions,
                         "samples": samples(r.results_path),
                     }
+                del model.generate  # the class's method again
                 print(cand, b, label, side[label]["cpu_s"], "s CPU", flush=True)
             agree = agreement(side["lm-eval"].pop("samples"), side[a.compare].pop("samples"))
             lm, sp = side["lm-eval"], side[a.compare]
