@@ -278,7 +278,7 @@ def test_generation_without_shared_prompts_keeps_lm_eval_batches(tiny):
 
 
 def test_prefix_groups_and_distinct_positions():
-    from ecocompress.tasks.shared_prefix import distinct_positions, prefix_groups
+    from ecocompress.tasks.prefix_tree import distinct_positions, prefix_groups
 
     a = tuple(range(20))
     prompts = [(*a, 1), (*a, 2, 3), (*a, 2, 4), (9, *a), tuple(range(100, 130)), (*a, 1)]
